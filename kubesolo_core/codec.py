@@ -1,0 +1,102 @@
+"""state.json's format: a private cattrs converter, a schema version, migrations.
+
+The encoded document is ``{"schema_version": N, ...fields}``. Older documents
+are migrated step by step (``MIGRATIONS[n]`` takes a schema-n mapping to
+n+1); a newer or malformed one raises :class:`CorruptState` with one readable
+sentence. Encoding to text is pure (json); the StateStore adapters do the I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from typing import Any
+
+import cattrs
+from cattrs.preconf.json import make_converter
+
+from kubesolo_core.errors import CorruptState
+from kubesolo_core.lifecycle import SCHEMA_VERSION, UpdateState
+
+_converter = make_converter(forbid_extra_keys=True)
+
+
+def _structure_datetime(value: Any, _: type) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 time, got {value!r}")
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed
+
+
+_converter.register_structure_hook(dt.datetime, _structure_datetime)
+_converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+
+
+def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    # Schema 1 (the original agent) had neither the activation boot id nor the
+    # verified image hash.
+    return {**doc, "activation_boot_id": None, "image_sha256": None}
+
+
+#: MIGRATIONS[n] upgrades a schema-n document to n+1
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def unstructure_state(state: UpdateState) -> dict[str, Any]:
+    """``state`` as a JSON-ready mapping with its schema version."""
+    doc: dict[str, Any] = _converter.unstructure(state)
+    return {"schema_version": SCHEMA_VERSION, **doc}
+
+
+def structure_state(doc: object, *, source: str = "state") -> UpdateState:
+    """Migrate and validate a decoded document; CorruptState names ``source``."""
+    if not isinstance(doc, dict):
+        raise CorruptState(f"{source}: expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CorruptState(f"{source}: schema_version {version!r} is not a positive integer")
+    if version > SCHEMA_VERSION:
+        raise CorruptState(
+            f"{source}: schema_version {version} is newer than this agent's {SCHEMA_VERSION}",
+            way_out="run the newer agent, or remove the file to start from idle",
+        )
+    body = {k: v for k, v in doc.items() if k != "schema_version"}
+    while version < SCHEMA_VERSION:
+        body = MIGRATIONS[version](body)
+        version += 1
+    try:
+        return _converter.structure(body, UpdateState)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        detail = "; ".join(_flatten(exc)) or str(exc)
+        raise CorruptState(f"{source}: {detail}") from None
+
+
+def _flatten(exc: BaseException) -> list[str]:
+    if isinstance(exc, cattrs.BaseValidationError):
+        messages = cattrs.transform_error(exc)
+        return [str(m) for m in messages]
+    return [f"{type(exc).__name__}: {exc}"]
+
+
+def dumps_state(state: UpdateState) -> str:
+    """The text of state.json for ``state``."""
+    return json.dumps(unstructure_state(state), indent=2, sort_keys=True) + "\n"
+
+
+def loads_state(text: str | bytes, *, source: str = "state") -> UpdateState:
+    """Parse state.json text; CorruptState for anything that is not a valid state."""
+    if not text or not text.strip():
+        raise CorruptState(f"{source}: the file is empty")
+    try:
+        doc = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptState(f"{source}: not JSON ({exc})") from None
+    return structure_state(doc, source=source)
+
+
+def to_jsonable(value: object) -> Any:
+    """Any attrs value of the core as JSON-ready data (for --json output)."""
+    return _converter.unstructure(value)

@@ -1,0 +1,86 @@
+"""The error hierarchy of kubesolo-update.
+
+Every error names what was checked, the value seen and the way out. The CLI
+maps each class to one documented exit code (kubesolo_entrypoints.cli); library
+users catch :class:`KubesoloError` or a subclass.
+"""
+
+from __future__ import annotations
+
+
+class KubesoloError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    #: a short hint on how to get past the error (a flag, a config key), or ""
+    way_out: str = ""
+
+    def __init__(self, message: str, *, way_out: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if way_out:
+            self.way_out = way_out
+
+    def __str__(self) -> str:
+        if self.way_out:
+            return f"{self.message} (way out: {self.way_out})"
+        return self.message
+
+
+class OperationFailed(KubesoloError):
+    """An operation could not complete (network, disk, bootloader). Nothing committed."""
+
+
+class FetchError(OperationFailed):
+    """The release document or the image could not be fetched, or did not match."""
+
+
+class SlotError(OperationFailed):
+    """A slot is missing, too small, busy, or its write or read-back failed."""
+
+
+class VerifyError(SlotError):
+    """What was written to the passive slot is not what the release promised."""
+
+
+class BootEnvError(OperationFailed):
+    """The bootloader environment could not be read or written."""
+
+
+class PreflightRefused(KubesoloError):
+    """The update was refused before any byte of the passive slot was touched."""
+
+    def __init__(self, reasons: list[str] | tuple[str, ...], *, way_out: str = "") -> None:
+        self.reasons = tuple(reasons)
+        super().__init__("refused by preflight: " + "; ".join(self.reasons), way_out=way_out)
+
+
+class InvalidOperation(KubesoloError):
+    """The command does not apply in the current phase (e.g. activate with nothing staged)."""
+
+
+class IllegalTransition(InvalidOperation):
+    """The lifecycle table forbids this phase change. The state is left as it was."""
+
+
+class HealthCheckFailed(KubesoloError):
+    """The node is not healthy. ``report`` holds one result per check."""
+
+    def __init__(self, message: str, report: object = None, *, way_out: str = "") -> None:
+        super().__init__(message, way_out=way_out)
+        self.report = report
+
+
+class CorruptInput(KubesoloError):
+    """A file or document the agent reads is not what it should be."""
+
+
+class CorruptState(CorruptInput):
+    """state.json is garbage, truncated, empty or from a future schema."""
+
+
+class InvalidRelease(CorruptInput):
+    """The release document is malformed."""
+
+
+class ConfigError(KubesoloError):
+    """A configuration key, value or file is wrong (usage error)."""

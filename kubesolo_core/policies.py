@@ -1,0 +1,226 @@
+"""Pure policies: preflight, health aggregation, auto-rollback (DESIGN.md 2.3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from kubesolo_core.release import Release
+from kubesolo_core.versions import Version
+
+#: the node label that blocks updates
+BLOCK_LABEL = "updates.kubesolo.io/block"
+HEADROOM = 0.10
+
+
+@attrs.frozen(kw_only=True)
+class Unavailable:
+    """A port answer meaning "could not ask" (no kubeconfig, no kubectl, API down)."""
+
+    reason: str
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+@attrs.frozen(kw_only=True)
+class PreflightReport:
+    """One line per check; ``refusals`` empty means go."""
+
+    checks: tuple[str, ...]
+    refusals: tuple[str, ...]
+    way_out: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+
+def required_bytes(raw_size: int) -> int:
+    """Room needed on the passive slot: the written size plus 10% headroom."""
+    return math.ceil(raw_size * (1 + HEADROOM))
+
+
+def preflight(
+    *,
+    release: Release,
+    current_version: str | None,
+    slot_capacity: int | None,
+    node_labels: Mapping[str, str] | Unavailable,
+    force: bool = False,
+    allow_downgrade: bool = False,
+) -> PreflightReport:
+    """Decide whether an update may touch the passive slot.
+
+    ``slot_capacity`` is None when the passive slot is missing. An image that
+    cannot physically fit is refused even with ``force`` (the write could only
+    fail halfway); ``force`` skips the headroom and the node label.
+    """
+    checks: list[str] = []
+    refusals: list[str] = []
+    ways: list[str] = []
+    raw = release.image.raw_size
+    need = required_bytes(raw)
+    if slot_capacity is None:
+        refusals.append("passive slot not found")
+        ways.append("check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)")
+    elif slot_capacity < raw:
+        refusals.append(f"passive slot holds {slot_capacity} bytes, the image needs {raw}")
+        ways.append("publish a smaller image or grow the slot")
+    elif slot_capacity < need and not force:
+        refusals.append(f"passive slot holds {slot_capacity} bytes, less than image + 10% = {need}")
+        ways.append("--force")
+    else:
+        checks.append(f"space: {slot_capacity} bytes >= {need if not force else raw}")
+
+    if isinstance(node_labels, Unavailable):
+        checks.append(f"node label: bypassed ({node_labels.reason})")
+    elif node_labels.get(BLOCK_LABEL, "").strip().lower() == "true":
+        if force:
+            checks.append(f"node label {BLOCK_LABEL}=true: overridden by --force")
+        else:
+            refusals.append(f"node carries {BLOCK_LABEL}=true")
+            ways.append(f"kubectl label node <node> {BLOCK_LABEL}-, or --force")
+    else:
+        checks.append("node label: not blocked")
+
+    if current_version is not None:
+        target = Version.parse(release.version)
+        current = Version.parse(current_version)
+        if target < current and not allow_downgrade:
+            refusals.append(f"{release.version} is older than the running {current_version}")
+            ways.append("--allow-downgrade")
+        if release.min_from_version is not None and current < Version.parse(
+            release.min_from_version
+        ):
+            if force:
+                checks.append("min_from_version: overridden by --force")
+            else:
+                refusals.append(
+                    f"{release.version} needs at least {release.min_from_version} "
+                    f"to update from; running {current_version}"
+                )
+                ways.append("update to an intermediate release first, or --force")
+    return PreflightReport(
+        checks=tuple(checks), refusals=tuple(refusals), way_out=", ".join(dict.fromkeys(ways))
+    )
+
+
+# --------------------------------------------------------------------------- health
+
+
+@attrs.frozen(kw_only=True)
+class PodInfo:
+    """A kube-system pod as far as the health check cares."""
+
+    name: str
+    phase: str
+    #: when the pod's containers were last (re)started; None if not running
+    running_since: dt.datetime | None = None
+    restarts: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class ProbeResult:
+    """The answer of one probe."""
+
+    ok: bool
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """One line of a health report."""
+
+    name: str
+    ok: bool
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class HealthReport:
+    """One boolean per check, with the reason of each failure."""
+
+    checks: tuple[CheckResult, ...]
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def by_name(self) -> dict[str, CheckResult]:
+        return {c.name: c for c in self.checks}
+
+    def failures(self) -> tuple[CheckResult, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def summary(self) -> str:
+        bad = self.failures()
+        if not bad:
+            return "healthy"
+        return "; ".join(f"{c.name}: {c.reason}" for c in bad)
+
+
+HEALTH_CHECKS = ("containerd", "apiserver", "node_ready", "kube_system", "probe_url", "disk")
+
+
+def _bool_check(name: str, value: bool | Unavailable, what: str) -> CheckResult:
+    if isinstance(value, Unavailable):
+        return CheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
+    return CheckResult(name=name, ok=value, reason="" if value else what)
+
+
+def kube_system_check(
+    pods: Sequence[PodInfo] | Unavailable, now: dt.datetime, settle_seconds: float
+) -> CheckResult:
+    """Every kube-system pod Running, and held so for ``settle_seconds``."""
+    name = "kube_system"
+    if isinstance(pods, Unavailable):
+        return CheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
+    if not pods:
+        return CheckResult(name=name, ok=False, reason="no kube-system pods yet")
+    problems = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        if pod.phase != "Running" or pod.running_since is None:
+            problems.append(f"{pod.name} is {pod.phase}")
+            continue
+        held = (now - pod.running_since).total_seconds()
+        if held < settle_seconds:
+            problems.append(f"{pod.name} running for {held:.0f}s < {settle_seconds:.0f}s")
+    return CheckResult(name=name, ok=not problems, reason=", ".join(problems))
+
+
+def health_report(
+    *,
+    containerd: ProbeResult,
+    apiserver_ready: bool | Unavailable,
+    node_ready: bool | Unavailable,
+    pods: Sequence[PodInfo] | Unavailable,
+    now: dt.datetime,
+    settle_seconds: float,
+    probe_url: ProbeResult | None,
+    disk: ProbeResult,
+) -> HealthReport:
+    """Aggregate the raw answers into a report. ``probe_url`` None = not configured = pass."""
+    return HealthReport(
+        checks=(
+            CheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
+            _bool_check("apiserver", apiserver_ready, "API server not ready"),
+            _bool_check("node_ready", node_ready, "node is not Ready"),
+            kube_system_check(pods, now, settle_seconds),
+            CheckResult(name="probe_url", ok=True, reason="not configured")
+            if probe_url is None
+            else CheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
+            CheckResult(name="disk", ok=disk.ok, reason=disk.reason),
+        )
+    )
+
+
+# --------------------------------------------------------------------------- auto-rollback
+
+
+def should_auto_rollback(failures: int, threshold: int) -> bool:
+    """True when ``failures`` failed health checks reach ``threshold`` (0 = never)."""
+    return threshold > 0 and failures >= threshold

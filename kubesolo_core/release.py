@@ -1,0 +1,142 @@
+"""The release document (DESIGN.md 5) and its validation.
+
+The document is JSON; parsing the text is pure, so it lives here. URLs are
+kept as written: resolving a relative image URL against the document's URL is
+the Fetcher's job (the core may not import urllib).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from kubesolo_core.errors import InvalidRelease
+from kubesolo_core.versions import Version
+
+COMPRESSIONS = ("none", "gzip", "zstd")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@attrs.frozen(kw_only=True)
+class ImageSpec:
+    """The image of a release: what is served and what must end up on the slot."""
+
+    url: str
+    sha256: str
+    size: int
+    compression: str = "none"
+    raw_size: int
+    raw_sha256: str
+
+
+@attrs.frozen(kw_only=True)
+class Release:
+    """One release document."""
+
+    schema: int
+    version: str
+    image: ImageSpec
+    min_from_version: str | None = None
+
+
+def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in mapping:
+        raise InvalidRelease(f"release document: {where}{key} is missing")
+    value = mapping[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidRelease(f"release document: {where}{key} must be an integer, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise InvalidRelease(f"release document: {where}{key} must be a string, got {value!r}")
+    return value
+
+
+def _sha(value: str, where: str) -> str:
+    value = value.lower()
+    if not _HEX64.match(value):
+        raise InvalidRelease(f"release document: {where} is not 64 hex digits: {value!r}")
+    return value
+
+
+def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
+    """Parse and validate a release document; raise :class:`InvalidRelease` naming the field."""
+    if isinstance(data, bytes | str):
+        try:
+            doc = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRelease(f"release document is not JSON: {exc}") from None
+    else:
+        doc = data
+    if not isinstance(doc, Mapping):
+        raise InvalidRelease("release document must be a JSON object")
+    schema = _need(doc, "schema", int, "")
+    if schema != 1:
+        raise InvalidRelease(
+            f"release document schema {schema} is not supported (this agent reads schema 1)",
+            way_out="upgrade the agent or publish a schema 1 document",
+        )
+    version = _need(doc, "version", str, "")
+    Version.parse(version)
+    image = doc.get("image")
+    if not isinstance(image, Mapping):
+        raise InvalidRelease("release document: image must be an object")
+    url = _need(image, "url", str, "image.")
+    if not url:
+        raise InvalidRelease("release document: image.url is empty")
+    sha = _sha(_need(image, "sha256", str, "image."), "image.sha256")
+    size = _need(image, "size", int, "image.")
+    if size <= 0:
+        raise InvalidRelease(f"release document: image.size must be > 0, got {size}")
+    compression = image.get("compression", "none")
+    if compression not in COMPRESSIONS:
+        raise InvalidRelease(
+            f"release document: image.compression {compression!r} is not one of "
+            + ", ".join(COMPRESSIONS)
+        )
+    if compression == "none":
+        raw_size = image.get("raw_size", size)
+        raw_sha = image.get("raw_sha256", sha)
+        if raw_size != size or str(raw_sha).lower() != sha:
+            raise InvalidRelease(
+                "release document: an uncompressed image must have raw_size == size "
+                "and raw_sha256 == sha256"
+            )
+    else:
+        raw_size = _need(image, "raw_size", int, "image.")
+        raw_sha = _need(image, "raw_sha256", str, "image.")
+    if raw_size <= 0:
+        raise InvalidRelease(f"release document: image.raw_size must be > 0, got {raw_size}")
+    raw_sha = _sha(raw_sha, "image.raw_sha256")
+    min_from = doc.get("min_from_version")
+    if min_from is not None:
+        if not isinstance(min_from, str):
+            raise InvalidRelease("release document: min_from_version must be a string")
+        Version.parse(min_from)
+    return Release(
+        schema=schema,
+        version=version,
+        image=ImageSpec(
+            url=url,
+            sha256=sha,
+            size=size,
+            compression=compression,
+            raw_size=raw_size,
+            raw_sha256=raw_sha,
+        ),
+        min_from_version=min_from,
+    )
+
+
+def release_document(release: Release) -> dict[str, Any]:
+    """The JSON-ready mapping of ``release`` (what a server publishes)."""
+    doc: dict[str, Any] = {
+        "schema": release.schema,
+        "version": release.version,
+        "image": attrs.asdict(release.image),
+    }
+    if release.min_from_version is not None:
+        doc["min_from_version"] = release.min_from_version
+    return doc

@@ -1,0 +1,475 @@
+"""The application services: check, apply, activate, rollback, healthcheck, status.
+
+:class:`Agent` uses only ports, so the same code runs over the in-memory
+adapters (tests, simulator, library users) and the real ones (the CLI). The
+order of durable writes in each operation is chosen so that a power cut after
+any of them leaves a box that boots a committed, verified slot; the
+crash-point tests in tests/unit enumerate every such cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from kubesolo_core.bootmodel import BootView
+from kubesolo_core.errors import (
+    HealthCheckFailed,
+    InvalidOperation,
+    KubesoloError,
+    OperationFailed,
+    PreflightRefused,
+    VerifyError,
+)
+from kubesolo_core.lifecycle import IN_FLIGHT, POST_ACTIVATION, Phase, UpdateState, transition
+from kubesolo_core.policies import (
+    HealthReport,
+    PreflightReport,
+    health_report,
+    preflight,
+    should_auto_rollback,
+)
+from kubesolo_core.ports import (
+    BootEnv,
+    Clock,
+    Fetcher,
+    HealthProbes,
+    Kube,
+    Progress,
+    SlotInfo,
+    SlotStore,
+    StateStore,
+    WriteResult,
+)
+from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
+from kubesolo_core.release import Release, parse_release
+from kubesolo_core.slots import Slot
+from kubesolo_core.versions import Version
+
+#: what happens on each event worth a log line: (event, fields)
+EventSink = Callable[..., None]
+
+
+def _no_events(event: str, **fields: object) -> None:
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class HealthSettings:
+    """Knobs of the health check (update.conf keys of the same names)."""
+
+    healthcheck_url: str | None = None
+    auto_rollback_after: int = 0
+    kube_system_settle: float = 30.0
+    #: how long healthcheck waits for kube-system to settle before it judges
+    settle_timeout: float = 300.0
+    poll_interval: float = 5.0
+
+
+@attrs.frozen(kw_only=True)
+class CheckResult:
+    """The answer of ``check``: is a newer release available?"""
+
+    current_version: str | None
+    available_version: str
+    update_available: bool
+    reason: str
+    release: Release
+
+
+@attrs.frozen(kw_only=True)
+class ApplyResult:
+    """The answer of ``apply``."""
+
+    state: UpdateState
+    changed: bool
+    message: str
+    preflight: PreflightReport | None = None
+    write: WriteResult | None = None
+
+
+@attrs.frozen(kw_only=True)
+class HealthOutcome:
+    """The answer of ``healthcheck``: the report, the state after it, what it did."""
+
+    report: HealthReport
+    state: UpdateState
+    action: str
+    reconciliation: Reconciliation
+
+    @property
+    def healthy(self) -> bool:
+        return self.report.healthy
+
+
+@attrs.frozen(kw_only=True)
+class SlotStatus:
+    """One slot in the status report."""
+
+    info: SlotInfo
+    version: str | None
+    booted: bool
+    committed: bool
+    trial: bool
+
+
+@attrs.frozen(kw_only=True)
+class StatusReport:
+    """Everything an operator needs on one screen."""
+
+    slots: tuple[SlotStatus, ...]
+    boot: BootView
+    booted_slot: Slot | None
+    state: UpdateState
+    reconciliation: Reconciliation
+
+
+@attrs.define(kw_only=True)
+class Agent:
+    """The update agent over its ports."""
+
+    boot_env: BootEnv
+    slots: SlotStore
+    fetcher: Fetcher
+    kube: Kube
+    probes: HealthProbes
+    clock: Clock
+    store: StateStore
+    server: str | None = None
+    health: HealthSettings = attrs.field(factory=HealthSettings)
+    events: EventSink = _no_events
+
+    # ------------------------------------------------------------------ helpers
+
+    def _release(self) -> Release:
+        if not self.server:
+            raise InvalidOperation(
+                "no release server configured", way_out="--server URL or server= in update.conf"
+            )
+        return parse_release(self.fetcher.fetch_release(self.server))
+
+    def _booted_or_committed(self, view: BootView) -> Slot:
+        booted = self.boot_env.booted_slot()
+        return booted if booted is not None else view.committed_slot
+
+    def _current_version(self, view: BootView) -> str | None:
+        version = self.slots.read_version(self._booted_or_committed(view))
+        if version is None:
+            return None
+        try:
+            Version.parse(version)
+        except KubesoloError:
+            return None
+        return version
+
+    def _save(self, state: UpdateState) -> UpdateState:
+        self.store.save(state)
+        self.events("update.phase", phase=state.phase.value, to_version=state.to_version)
+        return state
+
+    def _reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
+        state = self.store.load()
+        view = self.boot_env.read()
+        rec = reconcile(
+            state, view, self.boot_env.booted_slot(), self.boot_env.boot_id(), self.clock.now()
+        )
+        if rec.state is not None:
+            self.events("update.reconciled", verdict=rec.verdict.value, message=rec.message)
+            state = self._save(rec.state)
+        return state, rec, view
+
+    # ------------------------------------------------------------------ check
+
+    def check(self) -> CheckResult:
+        """Passive: fetch the release document and compare. Never changes the state."""
+        release = self._release()
+        view = self.boot_env.read()
+        current = self._current_version(view)
+        newer = Version.parse(release.version) > Version.parse(current) if current else True
+        if current is None:
+            reason = f"{release.version} available; running version unknown"
+        elif newer:
+            reason = f"{release.version} available (running {current})"
+        else:
+            reason = f"up to date (running {current}, server has {release.version})"
+        return CheckResult(
+            current_version=current,
+            available_version=release.version,
+            update_available=newer,
+            reason=reason,
+            release=release,
+        )
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(
+        self,
+        *,
+        force: bool = False,
+        allow_downgrade: bool = False,
+        progress: Progress | None = None,
+    ) -> ApplyResult:
+        """Preflight, download, write and verify into the passive slot -> staged."""
+        state, _, view = self._reconciled()
+        if state.phase in POST_ACTIVATION:
+            raise InvalidOperation(
+                f"an update to {state.to_version} is {state.phase.value} on slot "
+                f"{state.target_slot.value if state.target_slot else '?'}",
+                way_out="reboot and run healthcheck, or `kubesolo-update rollback`",
+            )
+        booted = self._booted_or_committed(view)
+        target = booted.other()
+        if target in (view.committed_slot, view.trial_slot):
+            # Never overwrite the slot the bootloader would boot.
+            raise InvalidOperation(
+                f"slot {target.value} is the bootloader's "
+                + ("committed" if target is view.committed_slot else "trial")
+                + f" slot while slot {booted.value} runs",
+                way_out="reboot into the committed slot first (see `kubesolo-update status`)",
+            )
+        release = self._release()
+        current = self._current_version(view)
+        if current is not None and Version.parse(release.version) == Version.parse(current):
+            return ApplyResult(state=state, changed=False, message=f"already running {current}")
+        if (
+            state.phase is Phase.STAGED
+            and state.to_version == release.version
+            and state.target_slot is target
+        ):
+            return ApplyResult(
+                state=state,
+                changed=False,
+                message=f"{release.version} is already staged on slot {target.value}",
+            )
+        # Preflight before any state change: a refusal (a blocked node, say,
+        # under a CronJob every 6 hours) must not churn the state.
+        report = preflight(
+            release=release,
+            current_version=current,
+            slot_capacity=self.slots.capacity(target),
+            node_labels=self.kube.node_labels(),
+            force=force,
+            allow_downgrade=allow_downgrade,
+        )
+        if not report.ok:
+            raise PreflightRefused(report.refusals, way_out=report.way_out)
+        state = self._save(
+            transition(
+                state,
+                Phase.CHECKING,
+                self.clock.now(),
+                from_version=current,
+                to_version=release.version,
+                target_slot=target,
+            )
+        )
+        state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
+        try:
+            assert self.server is not None  # noqa: S101  (checked by _release)
+            chunks = self.fetcher.open_image(self.server, release.image, progress)
+            result = self.slots.write_image(target, chunks, release.image, progress)
+            if result.raw_sha256 != release.image.raw_sha256:
+                raise VerifyError(
+                    f"slot {target.value} reads back {result.raw_sha256}, "
+                    f"expected {release.image.raw_sha256}"
+                )
+        except OperationFailed as exc:
+            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            raise
+        state = self._save(
+            transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
+        )
+        return ApplyResult(
+            state=state,
+            changed=True,
+            preflight=report,
+            write=result,
+            message=f"{release.version} staged on slot {target.value} (verified)",
+        )
+
+    # ------------------------------------------------------------------ activate
+
+    def activate(self) -> UpdateState:
+        """staged -> activated: the bootloader will trial the new slot at the next boot."""
+        state, _, view = self._reconciled()
+        if state.phase is not Phase.STAGED or state.target_slot is None:
+            raise InvalidOperation(
+                f"nothing staged to activate (phase {state.phase.value})",
+                way_out="run `kubesolo-update apply` first",
+            )
+        target = state.target_slot
+        booted = self._booted_or_committed(view)
+        if target is booted:
+            raise InvalidOperation(
+                f"the staged slot {target.value} is the running slot",
+                way_out="run `kubesolo-update apply` again",
+            )
+        # The state first: a cut before the env write boots the old slot and
+        # reconciles to rolled_back; the reverse order would leave a trial the
+        # agent does not know about.
+        state = self._save(
+            transition(
+                state,
+                Phase.ACTIVATED,
+                self.clock.now(),
+                activation_boot_id=self.boot_env.boot_id(),
+                health_check_failures=0,
+            )
+        )
+        try:
+            self.boot_env.activate(target)
+        except OperationFailed as exc:
+            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            raise
+        self.events("update.slot_activated", slot=target.value)
+        return state
+
+    # ------------------------------------------------------------------ rollback
+
+    def rollback(self) -> UpdateState:
+        """Go back to the previous slot now (manual)."""
+        state, _, _ = self._reconciled()
+        if state.phase not in (*POST_ACTIVATION, Phase.SUCCESS) or state.target_slot is None:
+            raise InvalidOperation(
+                f"nothing to roll back to in phase {state.phase.value}: the other slot "
+                "does not hold a proven image",
+                way_out="none needed: the committed slot is the running one",
+            )
+        old = state.target_slot.other()
+        # The env first: a cut after it boots the old slot, and reconciliation
+        # then records rolled_back.
+        self.boot_env.force_rollback(old)
+        state = self._save(
+            transition(
+                state,
+                Phase.ROLLED_BACK,
+                self.clock.now(),
+                error=f"manual rollback to slot {old.value} ({state.from_version})",
+            )
+        )
+        self.events("update.rolled_back", slot=old.value, how="manual")
+        return state
+
+    # ------------------------------------------------------------------ health
+
+    def probe_health(self) -> HealthReport:
+        """Run every check once (no state change)."""
+        url = self.health.healthcheck_url
+        return health_report(
+            containerd=self.probes.containerd(),
+            apiserver_ready=self.kube.apiserver_ready(),
+            node_ready=self.kube.node_ready(),
+            pods=self.kube.kube_system_pods(),
+            now=self.clock.now(),
+            settle_seconds=self.health.kube_system_settle,
+            probe_url=self.probes.probe_url(url) if url else None,
+            disk=self.probes.disk_writable(),
+        )
+
+    def _settled_report(self) -> HealthReport:
+        # Poll until healthy or the settle window is over (bounded in count and time).
+        deadline = self.clock.monotonic() + self.health.settle_timeout
+        interval = max(self.health.poll_interval, 0.1)
+        rounds = int(self.health.settle_timeout / interval) + 1
+        report = self.probe_health()
+        for _ in range(rounds):
+            if report.healthy or self.clock.monotonic() >= deadline:
+                break
+            self.clock.sleep(interval)
+            report = self.probe_health()
+        return report
+
+    def healthcheck(self) -> HealthOutcome:
+        """Reconcile, check, then commit, count a failure, or roll back.
+
+        Raises :class:`HealthCheckFailed` (carrying the outcome) when unhealthy,
+        after any state change is saved.
+        """
+        state, rec, _ = self._reconciled()
+        if rec.verdict is not Verdict.IN_TRIAL or state.phase not in POST_ACTIVATION:
+            report = self.probe_health()
+            outcome = HealthOutcome(
+                report=report,
+                state=state,
+                reconciliation=rec,
+                action=rec.message or "no update in flight: state unchanged",
+            )
+            return self._finish(outcome)
+        report = self._settled_report()
+        target = state.target_slot
+        assert target is not None  # noqa: S101  (POST_ACTIVATION always has one)
+        if report.healthy:
+            state = self._save(transition(state, Phase.VERIFYING, self.clock.now()))
+            self.boot_env.mark_good(target)
+            state = self._save(transition(state, Phase.SUCCESS, self.clock.now()))
+            self.events("update.committed", slot=target.value, version=state.to_version)
+            return self._finish(
+                HealthOutcome(
+                    report=report,
+                    state=state,
+                    reconciliation=rec,
+                    action=f"committed slot {target.value} ({state.to_version})",
+                )
+            )
+        failures = state.health_check_failures + 1
+        if should_auto_rollback(failures, self.health.auto_rollback_after):
+            old = target.other()
+            self.boot_env.force_rollback(old)
+            state = self._save(
+                transition(
+                    state,
+                    Phase.ROLLED_BACK,
+                    self.clock.now(),
+                    health_check_failures=failures,
+                    error=(
+                        f"auto-rollback to slot {old.value} after {failures} failed health "
+                        f"checks of {state.to_version}: {report.summary()}"
+                    ),
+                )
+            )
+            self.events("update.rolled_back", slot=old.value, how="auto")
+            action = f"rolled back to slot {old.value}; reboot to run it"
+        else:
+            state = self._save(
+                transition(
+                    state,
+                    Phase.ACTIVATED,
+                    self.clock.now(),
+                    health_check_failures=failures,
+                )
+            )
+            action = f"health check {failures} of the trial failed"
+        return self._finish(
+            HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
+        )
+
+    @staticmethod
+    def _finish(outcome: HealthOutcome) -> HealthOutcome:
+        if not outcome.healthy:
+            raise HealthCheckFailed(f"health check failed: {outcome.report.summary()}", outcome)
+        return outcome
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> StatusReport:
+        """Both slots, the boot env, the state (after reconciliation)."""
+        state, rec, view = self._reconciled()
+        booted = self.boot_env.booted_slot()
+        rows = []
+        for slot in (Slot.A, Slot.B):
+            info = self.slots.describe(slot)
+            # The passive slot's filesystem is unknown while an apply is in flight.
+            unknown = state.phase in IN_FLIGHT - {Phase.STAGED} and slot is state.target_slot
+            rows.append(
+                SlotStatus(
+                    info=info,
+                    version=None if unknown or not info.exists else self.slots.read_version(slot),
+                    booted=slot is booted,
+                    committed=slot is view.committed_slot,
+                    trial=slot is view.trial_slot,
+                )
+            )
+        return StatusReport(
+            slots=tuple(rows), boot=view, booted_slot=booted, state=state, reconciliation=rec
+        )
