@@ -1,0 +1,36 @@
+"""Tool and privilege checks for the real-thing tiers.
+
+On a developer's laptop a missing tool skips the test and says which tool.
+In CI (``CI`` set) nothing may be skipped: the same check fails instead, so a
+missing install step in .ci/run turns CI red rather than quietly green.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def _missing(what: str) -> None:
+    if in_ci():
+        pytest.fail(f"{what} (CI must not skip: fix .ci/run)", pytrace=False)
+    pytest.skip(f"{what}: install it to run this test (.ci/run shows how)")
+
+
+def require_tool(*names: str) -> None:
+    """Skip (laptop) or fail (CI) unless every tool in ``names`` is on PATH."""
+    for name in names:
+        if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
+            _missing(f"tool {name!r} not found")
+
+
+def require_root() -> None:
+    """Loop devices and mounts need root."""
+    if os.geteuid() != 0:
+        _missing("needs root (loop devices, mounts)")
