@@ -1,0 +1,227 @@
+"""The Kube port through the kubectl binary.
+
+Every question is one ``kubectl get --raw <API path>`` (argument lists, never a
+shell), with ``--kubeconfig`` when one is configured and ``--request-timeout``;
+the JSON it prints is parsed here. ``--raw`` rather than ``get node -o json``
+on purpose: it is one HTTP request with no API discovery (``get node`` first
+reads ``/api`` and ``/apis``, retrying five times against a server that
+answers them badly, and wants a discovery cache under ``$HOME/.kube``). An
+init script may run with no HOME, on a read-only root; ``--raw`` works there.
+(kubectl 1.32 also asks ``/version`` once and caches it when it can.) The
+paths read are:
+
+* ``/api/v1/nodes/<node>``: labels and the Ready condition;
+* ``/api/v1/namespaces/kube-system/pods``: phase, restarts, container start times;
+* ``/readyz``: API server readiness.
+
+Anything that prevents an answer is an :class:`Unavailable` value with the
+reason, never an exception: no kubectl binary, no kubeconfig file, connection
+refused, timeout (the subprocess is killed at ``timeout`` + a grace period),
+credentials refused, the node not found, output that is not the expected JSON.
+The preflight treats Unavailable as "bypass the label check"; the health check
+treats it as a failed check. ``/readyz`` answering with an error status (the
+server is up but not ready) is ``False``, not Unavailable.
+
+With ``kubeconfig=None`` kubectl finds its own configuration (``$KUBECONFIG``,
+``~/.kube/config``, or the in-cluster service account when run in a pod).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from kubesolo_core.policies import PodInfo, Unavailable
+
+__all__ = ["KubectlKube"]
+
+#: extra seconds the kubectl process gets beyond its request timeout (start-up, exit)
+GRACE = 5.0
+#: at most this much of kubectl's stderr goes into a reason
+REASON_CHARS = 300
+
+
+class _Answer:
+    """What one kubectl run gave: its stdout, or why there is none."""
+
+    def __init__(self, *, stdout: str = "", http_error: str = "", unavailable: str = "") -> None:
+        self.stdout = stdout
+        #: the server answered with an error status (kubectl's "Error from server")
+        self.http_error = http_error
+        self.unavailable = unavailable
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
+
+
+def _parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+@attrs.define
+class KubectlKube:
+    """The Kube port for the node ``node_name``, asked through kubectl."""
+
+    node_name: str = attrs.field(kw_only=True)
+    kubeconfig: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path), kw_only=True
+    )
+    kubectl: str = attrs.field(default="kubectl", kw_only=True)
+    timeout: float = attrs.field(default=10.0, kw_only=True)
+
+    # ------------------------------------------------------------------ the port
+
+    def node_labels(self) -> Mapping[str, str] | Unavailable:
+        """Labels of this node."""
+        node = self._node()
+        if isinstance(node, Unavailable):
+            return node
+        labels = node.get("metadata", {}).get("labels") or {}
+        if not isinstance(labels, dict):
+            return Unavailable(reason=f"node {self.node_name}: labels are not a mapping")
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def node_ready(self) -> bool | Unavailable:
+        """True when the node's Ready condition has status "True"."""
+        node = self._node()
+        if isinstance(node, Unavailable):
+            return node
+        conditions = node.get("status", {}).get("conditions") or []
+        for cond in conditions if isinstance(conditions, list) else []:
+            if isinstance(cond, dict) and cond.get("type") == "Ready":
+                return cond.get("status") == "True"
+        # A node the kubelet has not reported on yet has no Ready condition.
+        return False
+
+    def kube_system_pods(self) -> Sequence[PodInfo] | Unavailable:
+        """Pods of kube-system: phase, total restarts, latest container start if Running."""
+        doc = self._get_json("/api/v1/namespaces/kube-system/pods", "kube-system pods")
+        if isinstance(doc, Unavailable):
+            return doc
+        items = doc.get("items")
+        if not isinstance(items, list):
+            return Unavailable(reason="kube-system pods: the answer has no items list")
+        try:
+            return [self._pod(item) for item in items]
+        except (AttributeError, TypeError, ValueError) as exc:
+            return Unavailable(reason=f"kube-system pods: unexpected pod document ({exc})")
+
+    def apiserver_ready(self) -> bool | Unavailable:
+        """``/readyz``: True on "ok", False when the server answers with an error status."""
+        answer = self._run("/readyz")
+        if answer.unavailable:
+            return Unavailable(reason=answer.unavailable)
+        if answer.http_error:
+            return False
+        if answer.stdout.strip() != "ok":
+            # A 200 from /readyz is always "ok"; anything else is not an API server.
+            return Unavailable(reason=f"/readyz answered {_short(answer.stdout)!r}, not 'ok'")
+        return True
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _pod(item: dict[str, Any]) -> PodInfo:
+        meta = item.get("metadata") or {}
+        status = item.get("status") or {}
+        phase = str(status.get("phase") or "Unknown")
+        restarts = 0
+        started: list[dt.datetime] = []
+        for cs in status.get("containerStatuses") or []:
+            restarts += int(cs.get("restartCount") or 0)
+            running = (cs.get("state") or {}).get("running")
+            if isinstance(running, dict):
+                when = _parse_time(running.get("startedAt"))
+                if when is not None:
+                    started.append(when)
+        # The pod has been healthy since its most recent container (re)start.
+        since = max(started) if phase == "Running" and started else None
+        return PodInfo(
+            name=str(meta.get("name") or "?"),
+            phase=phase,
+            running_since=since,
+            restarts=restarts,
+        )
+
+    def _node(self) -> dict[str, Any] | Unavailable:
+        return self._get_json(f"/api/v1/nodes/{self.node_name}", f"node {self.node_name}")
+
+    def _get_json(self, path: str, what: str) -> dict[str, Any] | Unavailable:
+        answer = self._run(path)
+        if answer.unavailable:
+            return Unavailable(reason=answer.unavailable)
+        if answer.http_error:
+            return Unavailable(reason=f"{what}: {answer.http_error}")
+        try:
+            doc = json.loads(answer.stdout)
+        except ValueError:
+            return Unavailable(
+                reason=f"{what}: kubectl printed something that is not JSON: "
+                f"{_short(answer.stdout)!r}"
+            )
+        if not isinstance(doc, dict):
+            return Unavailable(reason=f"{what}: expected a JSON object from the API")
+        return doc
+
+    def _argv(self, path: str) -> list[str]:
+        argv = [self.kubectl]
+        if self.kubeconfig is not None:
+            argv += ["--kubeconfig", str(self.kubeconfig)]
+        return [*argv, f"--request-timeout={self.timeout:g}s", "get", "--raw", path]
+
+    def _run(self, path: str) -> _Answer:
+        if self.kubeconfig is not None and not self.kubeconfig.is_file():
+            return _Answer(unavailable=f"kubeconfig {self.kubeconfig} not found")
+        exe = shutil.which(self.kubectl)
+        if exe is None or not os.access(exe, os.X_OK):
+            return _Answer(unavailable=f"kubectl binary {self.kubectl!r} not found")
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                self._argv(path),
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=self.timeout + GRACE,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            # run() has killed kubectl already.
+            return _Answer(
+                unavailable=f"kubectl get --raw {path}: no answer within "
+                f"{self.timeout + GRACE:g}s (killed)"
+            )
+        except OSError as exc:
+            return _Answer(unavailable=f"kubectl {self.kubectl!r} could not run: {exc}")
+        if proc.returncode == 0:
+            return _Answer(stdout=proc.stdout)
+        err = _short(proc.stderr) or f"kubectl exited {proc.returncode}"
+        if time.monotonic() - started >= self.timeout:
+            err += f" (request timeout {self.timeout:g}s reached)"
+        # "Error from server (X)" means the API answered with a status; but
+        # credentials refused (401 prints "You must be logged in", 403 is
+        # Forbidden) and a missing resource mean we could not ask, not "no".
+        answered = "Error from server" in err and not any(
+            r in err for r in ("(Forbidden)", "(Unauthorized)", "(NotFound)")
+        )
+        if answered:
+            return _Answer(http_error=err)
+        return _Answer(unavailable=f"kubectl get --raw {path}: {err}")
