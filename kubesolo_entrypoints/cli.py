@@ -1,0 +1,517 @@
+"""The ``kubesolo-update`` command line: a thin typer layer over the Agent.
+
+Conventions:
+
+* the result of a command (a report, a JSON document) goes to stdout;
+  ``--json`` prints exactly one document; logs, progress and error lines go
+  to stderr;
+* every error the agent raises on purpose ends in one line
+  ``kubesolo-update: error: ...`` and the exit code of
+  :mod:`kubesolo_entrypoints.exitcodes` (never a traceback for bad input);
+* heavy modules (httpx, prometheus_client, rich, structlog) are imported by
+  the commands that need them, so ``status --json`` starts fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from kubesolo_entrypoints.exitcodes import HELP_EPILOG, ExitCode, exit_code_for
+
+if TYPE_CHECKING:
+    from kubesolo_core.services import Agent
+    from kubesolo_entrypoints.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="kubesolo-update",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: rich would cost ~40 ms at every start.
+    rich_markup_mode=None,
+    help=(
+        "A/B update agent of KubeSolo OS: stage a new image on the passive slot, "
+        "trial it through the bootloader, prove the node healthy, commit or roll back.\n\n"
+        "Every global option --some-thing is also the update.conf key some_thing= and the "
+        "environment variable KUBESOLO_UPDATE_SOME_THING; precedence: defaults < update.conf "
+        "< environment < options."
+    ),
+    epilog=HELP_EPILOG,
+)
+config_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Show the effective configuration; convert cloud-init user-data.",
+)
+app.add_typer(config_app, name="config")
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _say(text: str) -> None:
+    """A line for humans (stderr)."""
+    typer.echo(text, err=True)
+
+
+def _out(text: str) -> None:
+    """The command's data (stdout)."""
+    typer.echo(text)
+
+
+def _fail(error: BaseException) -> typer.Exit:
+    code = exit_code_for(error)
+    _say(f"kubesolo-update: error: {error}")
+    return typer.Exit(int(code))
+
+
+def handled(fn: F) -> F:
+    """Map the agent's errors (and OS errors) to one line and a documented exit code."""
+    from kubesolo_core.errors import KubesoloError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KubesoloError as exc:
+            raise _fail(exc) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _say(f"kubesolo-update: error: {exc.strerror or exc}{where}")
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Run:
+    """What the global options left for the command: flags, then settings on demand."""
+
+    def __init__(self, flags: dict[str, Any]) -> None:
+        self.flags = flags
+        self._settings: Settings | None = None
+
+    def settings(self, **extra: Any) -> Settings:
+        """The resolved settings (defaults < file < environment < flags)."""
+        from kubesolo_entrypoints.config import load_settings
+
+        if self._settings is None or extra:
+            self._settings = load_settings({**self.flags, **extra})
+        return self._settings
+
+    def agent(self, **extra: Any) -> Agent:
+        """The agent over the real adapters, logging events to stderr."""
+        from kubesolo_entrypoints.bootstrap import build_agent
+        from kubesolo_entrypoints.logs import event_sink
+
+        settings = self.settings(**extra)
+        return build_agent(settings, events=event_sink(settings.log_format))
+
+
+def _run(ctx: typer.Context) -> Run:
+    run = ctx.find_object(Run)
+    if run is None:  # a command invoked without the callback (library use of the app)
+        run = Run({})
+        ctx.obj = run
+    return run
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            _out(version("kubesolo-update"))
+        except PackageNotFoundError:
+            _out("unknown (not installed)")
+        raise typer.Exit
+
+
+# --------------------------------------------------------------------------- global options
+
+
+@app.callback()
+def main_options(  # noqa: PLR0917  (typer maps parameters to options)
+    ctx: typer.Context,
+    config: str | None = typer.Option(
+        None, "--config", metavar="PATH", help="update.conf [default: /etc/kubesolo/update.conf]"
+    ),
+    state: str | None = typer.Option(
+        None,
+        "--state",
+        metavar="PATH",
+        help="state file [default: /var/lib/kubesolo/update/state.json]",
+    ),
+    server: str | None = typer.Option(
+        None, "--server", metavar="URL", help="the release document (https, http, file)"
+    ),
+    bootloader: str | None = typer.Option(
+        None, "--bootloader", metavar="grub|tryboot|auto", help="[default: auto]"
+    ),
+    grubenv: str | None = typer.Option(
+        None, "--grubenv", metavar="PATH", help="GRUB env block [default: /boot/grub/grubenv]"
+    ),
+    autoboot: str | None = typer.Option(
+        None,
+        "--autoboot",
+        metavar="PATH",
+        help="autoboot.txt of the tryboot selector partition "
+        "[default: /boot/firmware/autoboot.txt]",
+    ),
+    slot_a: str | None = typer.Option(
+        None,
+        "--slot-a",
+        metavar="SPEC",
+        help="LABEL=NAME, a block device or an image file [default: LABEL=KSOLOA]",
+    ),
+    slot_b: str | None = typer.Option(
+        None, "--slot-b", metavar="SPEC", help="as --slot-a [default: LABEL=KSOLOB]"
+    ),
+    cmdline: str | None = typer.Option(
+        None,
+        "--cmdline",
+        metavar="PATH",
+        help="kernel command line; kubesolo.slot=A|B names the booted slot "
+        "[default: /proc/cmdline]",
+    ),
+    kubeconfig: str | None = typer.Option(
+        None,
+        "--kubeconfig",
+        metavar="PATH",
+        help="none reachable = the Kubernetes checks are 'unavailable'",
+    ),
+    node_name: str | None = typer.Option(
+        None, "--node-name", metavar="NAME", help="[default: the host name]"
+    ),
+    containerd_socket: str | None = typer.Option(
+        None,
+        "--containerd-socket",
+        metavar="PATH",
+        help="[default: /run/containerd/containerd.sock]",
+    ),
+    data_dir: str | None = typer.Option(
+        None,
+        "--data-dir",
+        metavar="PATH",
+        help="the disk-writable probe lives here [default: /var/lib/kubesolo]",
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """A/B update agent of KubeSolo OS.
+
+    Every global option --some-thing is also the update.conf key some_thing=
+    and the environment variable KUBESOLO_UPDATE_SOME_THING; precedence is
+    defaults < update.conf < environment < options.
+    """
+    ctx.obj = Run(
+        {
+            "config": config,
+            "state": state,
+            "server": server,
+            "bootloader": bootloader,
+            "grubenv": grubenv,
+            "autoboot": autoboot,
+            "slot_a": slot_a,
+            "slot_b": slot_b,
+            "cmdline": cmdline,
+            "kubeconfig": kubeconfig,
+            "node_name": node_name,
+            "containerd_socket": containerd_socket,
+            "data_dir": data_dir,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@app.command()
+@handled
+def check(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Passive: is a newer release available? Never changes the update state."""
+    from kubesolo_entrypoints import records, render
+
+    run = _run(ctx)
+    agent = run.agent()
+    path = records.record_path(run.settings().state, records.CHECK_FILE)
+    try:
+        result = agent.check()
+    except Exception as exc:
+        records.write_record(path, {"ok": False, "error": str(exc)}, agent.clock.now())
+        raise
+    records.write_record(
+        path,
+        {
+            "ok": True,
+            "current_version": result.current_version,
+            "available_version": result.available_version,
+            "update_available": result.update_available,
+        },
+        agent.clock.now(),
+    )
+    _out(render.dumps(render.check_doc(result)) if json_out else result.reason)
+
+
+class _ProgressBar:
+    """A one-line progress display on stderr (only used when stderr is a TTY)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int | None, int] = {}
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        import time
+
+        self.seen[total] = done
+        now = time.monotonic()
+        if now - self.last < 0.1 and (total is None or done < total):
+            return
+        self.last = now
+        # Download and write report on the same callback; show the slower one.
+        fractions = [d / t for t, d in self.seen.items() if t]
+        fraction = min(fractions) if fractions else 0.0
+        width = 30
+        bar = "#" * int(fraction * width)
+        sys.stderr.write(f"\r  [{bar:<{width}}] {fraction:6.1%}  {done / 1048576:8.1f} MiB")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.seen:
+            sys.stderr.write("\n")
+
+
+@app.command()
+@handled
+def apply(
+    ctx: typer.Context,
+    force: bool = typer.Option(
+        False, "--force", help="Skip the headroom and node-label checks of preflight."
+    ),
+    allow_downgrade: bool = typer.Option(
+        False, "--allow-downgrade", help="Allow a release older than the running one."
+    ),
+) -> None:
+    """Preflight, download, write and verify the new image into the passive slot -> staged."""
+    from kubesolo_entrypoints import records
+
+    run = _run(ctx)
+    agent = run.agent()
+    bar = _ProgressBar() if sys.stderr.isatty() else None
+    try:
+        result = agent.apply(force=force, allow_downgrade=allow_downgrade, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    records.write_record(
+        records.record_path(run.settings().state, records.CHECK_FILE),
+        {
+            "ok": True,
+            "current_version": result.state.from_version,
+            "available_version": result.state.to_version,
+            "update_available": result.changed,
+        },
+        agent.clock.now(),
+    )
+    _out(result.message)
+
+
+@app.command()
+@handled
+def activate(
+    ctx: typer.Context,
+    reboot: bool = typer.Option(
+        False,
+        "--reboot",
+        help="Reboot into the trial now (the tryboot way: 'reboot \"0 tryboot\"').",
+    ),
+) -> None:
+    """staged -> activated: the bootloader will trial the new slot at the next boot."""
+    agent = _run(ctx).agent()
+    state = agent.activate()
+    slot = state.target_slot.value if state.target_slot else "?"
+    _out(f"slot {slot} ({state.to_version}) activated: reboot to start its trial")
+    if reboot:
+        agent.boot_env.request_reboot()
+
+
+@app.command()
+@handled
+def rollback(ctx: typer.Context) -> None:
+    """Switch back to the previous slot now (manual); reboot to run it."""
+    state = _run(ctx).agent().rollback()
+    slot = state.from_slot.value if state.from_slot else "?"
+    _out(f"rolled back: slot {slot} ({state.from_version}) is committed; reboot to run it")
+
+
+@app.command()
+@handled
+def healthcheck(
+    ctx: typer.Context,
+    healthcheck_url: str | None = typer.Option(
+        None, "--healthcheck-url", metavar="URL", help="Operator probe that must answer 200."
+    ),
+    auto_rollback_after: str | None = typer.Option(
+        None,
+        "--auto-rollback-after",
+        metavar="N",
+        help="Roll back after N failed checks of a trial (0 = off) [default: 0]",
+    ),
+    kube_system_settle: str | None = typer.Option(
+        None,
+        "--kube-system-settle",
+        metavar="SECONDS",
+        help="kube-system pods must hold Running this long [default: 30]",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Reconcile with the bootloader, check the node, then commit, count a failure or roll back."""
+    from kubesolo_core.errors import HealthCheckFailed
+    from kubesolo_core.services import HealthOutcome
+    from kubesolo_entrypoints import records, render
+
+    run = _run(ctx)
+    agent = run.agent(
+        healthcheck_url=healthcheck_url,
+        auto_rollback_after=auto_rollback_after,
+        kube_system_settle=kube_system_settle,
+    )
+    failed: HealthCheckFailed | None = None
+    try:
+        outcome = agent.healthcheck()
+    except HealthCheckFailed as exc:
+        if not isinstance(exc.report, HealthOutcome):
+            raise
+        failed, outcome = exc, exc.report
+    records.write_record(
+        records.record_path(run.settings().state, records.HEALTH_FILE),
+        {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}},
+        agent.clock.now(),
+    )
+    _out(render.dumps(render.health_doc(outcome)) if json_out else render.health_text(outcome))
+    if failed is not None:
+        raise _fail(failed)
+
+
+@app.command()
+@handled
+def status(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Both slots (device, version, active, booted), the boot env, the full update state."""
+    from kubesolo_entrypoints import render
+
+    run = _run(ctx)
+    report = run.agent().status()
+    if json_out:
+        _out(render.dumps(render.status_doc(report)))
+        return
+    settings = run.settings()
+    where = settings.grubenv if report.boot.kind == "grub" else settings.autoboot
+    _out(render.status_text(report, where=str(where)))
+
+
+@app.command()
+@handled
+def metrics(
+    ctx: typer.Context,
+    listen: str = typer.Option(
+        "127.0.0.1:9469",
+        "--listen",
+        metavar="HOST:PORT",
+        help="Address to serve Prometheus text on (/metrics).",
+    ),
+) -> None:
+    """Serve Prometheus metrics derived from state.json and the boot env at scrape time."""
+    from kubesolo_entrypoints.metrics import parse_listen, serve
+
+    settings = _run(ctx).settings()
+    host, port = parse_listen(listen)
+    server = serve(settings, host, port)
+    _say(f"serving metrics on http://{server.address}/metrics (Ctrl-C to stop)")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+@app.command()
+@handled
+def demo(
+    keep: bool = typer.Option(False, "--keep", help="Keep the sandbox directory afterwards."),
+) -> None:
+    """The whole lifecycle in a throw-away sandbox: no root, no network, seconds."""
+    from kubesolo_entrypoints.demo import run_demo
+
+    run_demo(keep=keep)
+
+
+@app.command()
+@handled
+def simulate(
+    runs: int = typer.Option(200, "--runs", min=1, metavar="N", help="Random sequences to run."),
+    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed (same seed, same runs)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Random update/boot/crash sequences through the models; invariants checked."""
+    from kubesolo_entrypoints import render
+    from kubesolo_entrypoints.simulate import run_simulation
+
+    report = run_simulation(runs=runs, seed=seed)
+    _out(render.dumps(report.to_json()) if json_out else report.text())
+    if report.violations:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@config_app.command("show")
+@handled
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective configuration as update.conf text."""
+    from kubesolo_entrypoints.config import conf_text
+
+    _out(conf_text(_run(ctx).settings()).rstrip("\n"))
+
+
+@config_app.command("from-cloud-init")
+@handled
+def config_from_cloud_init(
+    userdata: str = typer.Argument(..., metavar="USERDATA", help="cloud-init user-data file"),
+    output: str | None = typer.Option(
+        None, "--output", "-o", metavar="PATH", help="Write update.conf here (default: stdout)."
+    ),
+) -> None:
+    """Convert the `updates:` mapping of cloud-init user-data into update.conf (1:1)."""
+    from pathlib import Path
+
+    from kubesolo_entrypoints.cloudinit import conf_from_userdata
+
+    text = conf_from_userdata(Path(userdata))
+    if output is None:
+        _out(text.rstrip("\n"))
+        return
+    from kubesolo_adapters.atomic import atomic_write
+
+    atomic_write(Path(output), text.encode())
+    _say(f"wrote {output}")
+
+
+def main() -> None:
+    """The console script."""
+    app()

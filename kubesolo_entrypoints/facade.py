@@ -1,0 +1,132 @@
+"""The library facade: an update agent for provisioning tools, without the CLI.
+
+Build an agent from a configuration mapping (the keys of update.conf) or
+from explicit adapters, call its operations, get attrs values back. Nothing
+here prints, exits or configures logging; errors are the classes of
+:mod:`kubesolo_core.errors` (catch :class:`KubesoloError`)::
+
+    from kubesolo_entrypoints.facade import agent_from_config
+
+    agent = agent_from_config({"server": "https://updates.example.com/stable/release.json",
+                               "slot_a": "/dev/sda2", "slot_b": "/dev/sda3"})
+    result = agent.check()          # CheckResult
+    if result.update_available:
+        agent.apply()               # ApplyResult
+        agent.activate()            # UpdateState
+
+For tests of provisioning code, :func:`memory_agent` gives an agent over a
+whole simulated box (:class:`~kubesolo_adapters.memory.MemoryBox`), with its
+fault injection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubesolo_core.errors import KubesoloError
+from kubesolo_core.ports import BootEnv, Clock, Fetcher, HealthProbes, Kube, SlotStore, StateStore
+from kubesolo_core.services import (
+    Agent,
+    ApplyResult,
+    CheckResult,
+    HealthOutcome,
+    HealthSettings,
+    StatusReport,
+)
+
+__all__ = [
+    "Agent",
+    "ApplyResult",
+    "CheckResult",
+    "HealthOutcome",
+    "HealthSettings",
+    "KubesoloError",
+    "StatusReport",
+    "agent_from_adapters",
+    "agent_from_config",
+    "memory_agent",
+    "settings_from_config",
+]
+
+
+def settings_from_config(
+    config: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Any:
+    """Resolve :class:`~kubesolo_entrypoints.config.Settings` from a mapping.
+
+    ``config`` holds update.conf keys (strings are parsed as in the file).
+    Unlike the CLI, the process environment and /etc/kubesolo/update.conf
+    are ignored unless asked for: pass ``environ=os.environ`` and/or
+    ``config_file``.
+    """
+    from kubesolo_entrypoints.config import load_settings
+
+    flags = {"config": config_file or "/dev/null"}
+    return load_settings(flags, environ if environ is not None else {}, config=config)
+
+
+def agent_from_config(
+    config: Mapping[str, Any] | None = None,
+    *,
+    events: Callable[..., None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+    **ports: Any,
+) -> Agent:
+    """An Agent over the real adapters described by ``config``.
+
+    ``ports`` replaces any port by name (``boot_env``, ``slots``, ``fetcher``,
+    ``kube``, ``probes``, ``clock``, ``store``), e.g. to run against a
+    different Kube. ``events`` receives ``(event, **fields)`` for each step.
+    """
+    from kubesolo_entrypoints.bootstrap import build_agent
+
+    settings = settings_from_config(config, environ=environ, config_file=config_file)
+    return build_agent(settings, events=events, **ports)
+
+
+def agent_from_adapters(
+    *,
+    boot_env: BootEnv,
+    slots: SlotStore,
+    fetcher: Fetcher,
+    kube: Kube,
+    probes: HealthProbes,
+    clock: Clock,
+    store: StateStore,
+    server: str | None = None,
+    health: HealthSettings | None = None,
+    events: Callable[..., None] | None = None,
+) -> Agent:
+    """An Agent over adapters you built yourself."""
+    extra: dict[str, Any] = {"events": events} if events is not None else {}
+    return Agent(
+        boot_env=boot_env,
+        slots=slots,
+        fetcher=fetcher,
+        kube=kube,
+        probes=probes,
+        clock=clock,
+        store=store,
+        server=server,
+        health=health or HealthSettings(),
+        **extra,
+    )
+
+
+def memory_agent(bootloader: str = "grub", *, version: str = "1.0.0") -> tuple[Agent, Any]:
+    """An Agent over a simulated box (GRUB or tryboot) and the box itself.
+
+    Publish releases with ``box.publish("1.1.0")``, reboot with
+    ``box.reboot()``, inject faults through ``box.power``, ``box.fetcher``...
+    """
+    from kubesolo_adapters.memory import MemoryBox
+
+    if bootloader not in ("grub", "tryboot"):
+        raise KubesoloError(f"unknown bootloader {bootloader!r}", way_out="use 'grub' or 'tryboot'")
+    box = MemoryBox.create(bootloader, version=version)
+    return box.agent(), box
