@@ -6,7 +6,8 @@ The invariants (issue 2):
 2. the box never boots a slot whose image was not verified;
 3. the state always loads;
 4. a bootloader rollback always ends as rolled_back on the previous slot;
-5. counters stay in range.
+5. counters stay in range;
+6. the bootloader never commits an image whose health check never passed.
 
 "Verified" is judged by content: a slot holds a verified image when its bytes
 are exactly one of the images ever published (or the factory image). The
@@ -22,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.memory import MemoryBox, PowerCut
+from kubesolo_adapters.memory import MemoryBox, PowerCut, image_meta
 from kubesolo_core.bootmodel import COUNTER, GrubModel
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.lifecycle import POST_ACTIVATION, Phase
@@ -146,6 +147,12 @@ class Harness:
             raise InvariantViolated(
                 f"committed slot {view.committed_slot} does not hold a verified bootable image"
             )
+        # 6: only a release that proved healthy gets committed
+        meta = image_meta(committed)
+        if not meta or not meta.get("healthy"):
+            raise InvariantViolated(
+                f"committed slot {view.committed_slot} holds an image that never passed health"
+            )
         # 2: every boot picked a verified image
         for content in self.booted_contents:
             if content not in self.known_images:
@@ -157,9 +164,12 @@ class Harness:
                 raise InvariantViolated(f"boot_counter {counter!r} out of range")
         if state.attempt_count < 0 or state.health_check_failures < 0:
             raise InvariantViolated("negative counter in state")
-        if self.auto_rollback_after and state.phase is Phase.ACTIVATED:
-            if state.health_check_failures >= self.auto_rollback_after:
-                raise InvariantViolated("health failures passed the auto-rollback threshold")
+        if (
+            self.auto_rollback_after
+            and state.phase is Phase.ACTIVATED
+            and state.health_check_failures >= self.auto_rollback_after
+        ):
+            raise InvariantViolated("health failures passed the auto-rollback threshold")
         if state.phase in POST_ACTIVATION and state.target_slot is None:
             raise InvariantViolated("post-activation state without a target slot")
 

@@ -39,17 +39,48 @@ class BoxMachine(RuleBasedStateMachine):
         self.h.run(op)
         TALLY["operations"] += 1
 
-    @rule(op=st.sampled_from(("apply", "activate", "healthcheck", "rollback")),
-          k=st.integers(min_value=0, max_value=5))
+    @rule(
+        op=st.sampled_from(("apply", "activate", "healthcheck", "rollback")),
+        k=st.integers(min_value=0, max_value=5),
+    )
     def power_cut_during(self, op: str, k: int) -> None:
         self.h.run(op, cut_after=k)
+
+    @rule(
+        kind=st.sampled_from(["good", "unbootable", "unhealthy"]),
+        fault=st.sampled_from(["none", "flip", "truncate", "cut"]),
+        k=st.integers(min_value=0, max_value=4),
+    )
+    def full_update(self, kind: str, fault: str, k: int) -> None:
+        """A whole update in one step (deep sequences are otherwise rare)."""
+        self.h.publish(bootable=kind != "unbootable", healthy=kind != "unhealthy")
+        if fault == "flip":
+            self.h.box.slots.flip_next_write = True
+        elif fault == "truncate":
+            self.h.box.fetcher.truncate_next = 1
+        self.h.run("apply", cut_after=k if fault == "cut" else None)
+        self.h.run("activate")
+        self.h.reboot()
 
     @rule(clean=st.booleans())
     def reboot(self, clean: bool) -> None:
         self.h.reboot(clean=clean)
 
-    @rule(fault=st.sampled_from(["fail", "stall", "truncate", "flip", "block", "unblock",
-                                 "kube_down", "kube_up", "small_slot"]))
+    @rule(
+        fault=st.sampled_from(
+            [
+                "fail",
+                "stall",
+                "truncate",
+                "flip",
+                "block",
+                "unblock",
+                "kube_down",
+                "kube_up",
+                "small_slot",
+            ]
+        )
+    )
     def inject(self, fault: str) -> None:
         box: MemoryBox[object] = self.h.box
         if fault == "fail":

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Plant known bugs one at a time in a scratch copy and check the unit tier catches each.
+
+Not part of CI (it runs the unit tier once per mutant); run it by hand:
+    .venv/bin/python scripts/mutants.py [NAME ...]
+Each mutant is a (file, old text, new text) replacement. Prints caught/MISSED
+and the first failing test for each.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name: list of (file, old text, new text); several edits where the code guards twice on purpose
+MUTANTS: dict[str, list[tuple[str, str, str]]] = {
+    "grub-rollback-keeps-failed-slot": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        fallback = active.other()\n",
+            "        fallback = active\n",
+        )
+    ],
+    "grub-counter-never-runs-out": [
+        (
+            "kubesolo_core/bootmodel.py",
+            '    return int(value) if value in ("1", "2", "3") else 0\n',
+            '    return int(value) if value in ("1", "2", "3") else 1\n',
+        )
+    ],
+    "grub-garbage-success-reads-as-trial": [
+        (
+            "kubesolo_core/bootmodel.py",
+            '    return env.get(SUCCESS) == "0"\n',
+            '    return env.get(SUCCESS) != "1"\n',
+        )
+    ],
+    "tryboot-flag-not-cleared": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "slot=slot, env=attrs.evolve(env, flag=False), wrote=True, trial=True",
+            "slot=slot, env=env, wrote=True, trial=True",
+        )
+    ],
+    "apply-stages-unverified-image": [
+        (
+            "kubesolo_adapters/memory.py",
+            "        if len(back) != image.raw_size or digest != image.raw_sha256:\n",
+            "        if False:\n",
+        ),
+        (
+            "kubesolo_core/services.py",
+            "            if result.raw_sha256 != release.image.raw_sha256:\n",
+            "            if False:\n",
+        ),
+    ],
+    "apply-writes-the-running-slot": [
+        (
+            "kubesolo_core/services.py",
+            "        target = booted.other()\n",
+            "        target = booted\n",
+        ),
+        (
+            "kubesolo_core/services.py",
+            "        if target in (view.committed_slot, view.trial_slot):\n",
+            "        if False:\n",
+        ),
+    ],
+    "apply-during-a-pending-trial": [
+        (
+            "kubesolo_core/lifecycle.py",
+            "    P.ACTIVATED: frozenset({P.ACTIVATED, P.VERIFYING, P.ROLLED_BACK, P.FAILED}),\n",
+            "    P.ACTIVATED: frozenset({P.ACTIVATED, P.VERIFYING, P.ROLLED_BACK, P.FAILED, "
+            "P.CHECKING}),\n",
+        ),
+        (
+            "kubesolo_core/services.py",
+            "        if state.phase in POST_ACTIVATION:\n",
+            "        if False:\n",
+        ),
+        (
+            "kubesolo_core/services.py",
+            "        if target in (view.committed_slot, view.trial_slot):\n",
+            "        if False:\n",
+        ),
+    ],
+    "reconcile-misses-bootloader-rollback": [
+        (
+            "kubesolo_core/reconcile.py",
+            "    if view.committed_slot is old and view.trial_slot is None:\n",
+            "    if False:\n",
+        )
+    ],
+    "rollback-to-the-passive-slot-whatever-it-holds": [
+        (
+            "kubesolo_core/services.py",
+            "        if state.phase not in (*POST_ACTIVATION, Phase.SUCCESS) or state.target_slot is None:\n",
+            "        if state.target_slot is None:\n",
+        ),
+        (
+            "kubesolo_core/services.py",
+            "        old = state.target_slot.other()\n",
+            "        old = self._booted_or_committed(self.boot_env.read()).other()\n",
+        ),
+    ],
+    "auto-rollback-off-by-one": [
+        (
+            "kubesolo_core/policies.py",
+            "    return threshold > 0 and failures >= threshold\n",
+            "    return threshold > 0 and failures > threshold\n",
+        )
+    ],
+    "state-save-not-atomic": [
+        (
+            "kubesolo_adapters/memory.py",
+            '        self.power.durable("state.save")\n        self.text = dumps_state(state)\n',
+            '        self.text = dumps_state(state)[:40]\n        self.power.durable("state.save")\n'
+            "        self.text = dumps_state(state)\n",
+        )
+    ],
+    "commit-before-health-check": [
+        (
+            "kubesolo_core/services.py",
+            "        if report.healthy:\n            state = self._save(transition(state, Phase.VERIFYING",
+            "        if True:\n            state = self._save(transition(state, Phase.VERIFYING",
+        )
+    ],
+}
+
+
+def run(name: str) -> tuple[bool, str, float]:
+    with tempfile.TemporaryDirectory(prefix="ksolo-mutant-") as tmp:
+        work = Path(tmp) / "src"
+        shutil.copytree(
+            ROOT,
+            work,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "__pycache__", ".hypothesis", "*.egg-info"
+            ),
+        )
+        for path, old, new in MUTANTS[name]:
+            target = work / path
+            text = target.read_text()
+            if text.count(old) != 1:
+                return False, f"mutation text not found exactly once in {path}", 0.0
+            target.write_text(text.replace(old, new))
+        start = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-x",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/unit/test_stateful.py",
+                "tests/unit/test_crashpoints.py",
+                "tests/unit/test_bootmodel.py",
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={
+                "PYTHONPATH": str(work),
+                "PATH": "/usr/bin:/bin",
+                "KUBESOLO_HYPOTHESIS_PROFILE": "dev",
+            },
+        )
+        took = time.monotonic() - start
+        failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+        return proc.returncode != 0, (failed[0] if failed else proc.stdout[-300:]), took
+
+
+def main() -> int:
+    names = sys.argv[1:] or list(MUTANTS)
+    missed = 0
+    for name in names:
+        caught, detail, took = run(name)
+        missed += not caught
+        print(f"{'caught' if caught else 'MISSED'}  {name}  ({took:.1f}s)  {detail}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
