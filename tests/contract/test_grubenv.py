@@ -315,6 +315,7 @@ def test_editenv_backend_reads_newline_values_it_can(tmp_path: Path) -> None:
     assert PythonBackend(path).read() == {"a": "1\n2", "b": "x=y"}
 
 
+FOREIGN = b"a=1\n# kept comment\nb=x\\\ny\na=2\nab=\n"
 NAMES = st.sampled_from(["a", "b", "ab", "active_slot", "k_1", "x y", "é"])
 AWKWARD = st.text(
     alphabet=st.sampled_from(list(" =#\\\nabcxyz0é€🙂\t")),
@@ -337,16 +338,21 @@ OPS = st.lists(
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(size=st.sampled_from([1024, 1024, 2048, 300]), ops=OPS)
+@given(size=st.sampled_from([1024, 1024, 2048, 300]), foreign=st.booleans(), ops=OPS)
 def test_byte_identical_to_grub_editenv(
-    tmp_path_factory: pytest.TempPathFactory, size: int, ops: list[tuple[str, object]]
+    tmp_path_factory: pytest.TempPathFactory,
+    size: int,
+    foreign: bool,
+    ops: list[tuple[str, object]],
 ) -> None:
     require_tool("grub-editenv")
     folder = tmp_path_factory.mktemp("diff")
     theirs = folder / "editenv"
     ours = folder / "python"
-    theirs.write_bytes(create(size))
-    ours.write_bytes(create(size))
+    # A block another tool wrote: duplicates, a comment, an escaped newline.
+    start = block_of(FOREIGN, size) if foreign else create(size)
+    theirs.write_bytes(start)
+    ours.write_bytes(start)
     for op, arg in ops:
         before = theirs.read_bytes()
         if op == "set":
