@@ -112,10 +112,12 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
         ]
         if not row.info.exists:
             marks.append("MISSING")
-        device = row.info.device or "?"
+        where = row.info.spec
+        if row.info.device and row.info.device != row.info.spec:
+            where += f" -> {row.info.device}"
         lines.append(
             f"  {'*' if row.booted else ' '} {row.info.slot.value}  {row.version or '-':<12} "
-            f"{row.info.spec} ({device})  {', '.join(marks)}".rstrip()
+            f"{where}  {', '.join(marks)}".rstrip()
         )
     target = state.target_slot.value if state.target_slot else "-"
     update = f"Update:      {state.phase.value}"
