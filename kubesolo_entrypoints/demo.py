@@ -125,7 +125,7 @@ def release_server(www: Path) -> Iterator[str]:
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     handler = functools.partial(Quiet, directory=str(www))
@@ -174,7 +174,7 @@ class Sandbox:
             backend.set({name: outcome.env[name] for name in MANAGED if name in outcome.env})
         slot = outcome.slot
         self.cmdline.write_text(
-            f"BOOT_IMAGE=/vmlinuz root=LABEL=KSOLO{slot.value} ro quiet kubesolo.slot={slot.value}\n"
+            f"BOOT_IMAGE=/vmlinuz root=LABEL=KSOLO{slot.value} ro kubesolo.slot={slot.value}\n"
         )
         self.boot_id.write_text(f"{uuid.uuid4()}\n")
         if outcome.rolled_back:
