@@ -28,9 +28,17 @@ from kubesolo_core.slots import Slot
 class BootWorld(Protocol):
     """An adapter under test on a simulated box."""
 
-    env: BootEnv
-    kind: str
-    model: BootModel[Any]
+    @property
+    def env(self) -> BootEnv:
+        """The adapter under test."""
+
+    @property
+    def kind(self) -> str:
+        """``grub`` or ``tryboot``."""
+
+    @property
+    def model(self) -> BootModel[Any]:
+        """The pure model the adapter must agree with."""
 
     def set_booted(self, slot: Slot | None) -> None:
         """What the kernel command line says (None: no kubesolo.slot= and no other hint)."""
