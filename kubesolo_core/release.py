@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_core.errors import InvalidRelease
+from kubesolo_core.errors import CorruptInput, InvalidRelease
 from kubesolo_core.versions import Version
 
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -61,6 +61,13 @@ def _sha(value: str, where: str) -> str:
     return value
 
 
+def _version(text: str, where: str) -> None:
+    try:
+        Version.parse(text)
+    except CorruptInput as exc:
+        raise InvalidRelease(f"release document: {where}: {exc.message}") from None
+
+
 def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     """Parse and validate a release document; raise :class:`InvalidRelease` naming the field."""
     if isinstance(data, bytes | str):
@@ -79,7 +86,7 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
             way_out="upgrade the agent or publish a schema 1 document",
         )
     version = _need(doc, "version", str, "")
-    Version.parse(version)
+    _version(version, "version")
     image = doc.get("image")
     if not isinstance(image, Mapping):
         raise InvalidRelease("release document: image must be an object")
@@ -114,7 +121,7 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     if min_from is not None:
         if not isinstance(min_from, str):
             raise InvalidRelease("release document: min_from_version must be a string")
-        Version.parse(min_from)
+        _version(min_from, "min_from_version")
     return Release(
         schema=schema,
         version=version,
