@@ -69,7 +69,9 @@ def reconcile(
     if view.committed_slot is old and view.trial_slot is None:
         reason = (
             f"bootloader rolled back to slot {old.value}: the trial of slot {target.value} "
-            f"({state.to_version}) did not pass its health check before the bootloader gave up"
+            f"({state.to_version}) did not pass its health check before the bootloader "
+            "gave up (or the trial boot never happened: a plain reboot or a power cut "
+            "before it)"
         )
         return Reconciliation(
             verdict=Verdict.ROLLED_BACK,
