@@ -91,10 +91,23 @@ def handled(fn: F) -> F:
 
 
 class Run:
-    """What the global options left for the command: flags, then settings on demand."""
+    """What the global options left for the command: flags, then settings and agent on demand.
 
-    def __init__(self, flags: dict[str, Any]) -> None:
-        self.flags = flags
+    Tests and embedders may pass ``obj=Run(flags, ports=..., environ=...)`` to
+    the app: the global options are merged into it, ``ports`` replaces
+    adapters by name (see :func:`kubesolo_entrypoints.bootstrap.build_agent`).
+    """
+
+    def __init__(
+        self,
+        flags: dict[str, Any] | None = None,
+        *,
+        ports: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.flags: dict[str, Any] = dict(flags or {})
+        self.ports = dict(ports or {})
+        self.environ = environ
         self._settings: Settings | None = None
 
     def settings(self, **extra: Any) -> Settings:
@@ -102,16 +115,16 @@ class Run:
         from kubesolo_entrypoints.config import load_settings
 
         if self._settings is None or extra:
-            self._settings = load_settings({**self.flags, **extra})
+            self._settings = load_settings({**self.flags, **extra}, self.environ)
         return self._settings
 
     def agent(self, **extra: Any) -> Agent:
-        """The agent over the real adapters, logging events to stderr."""
+        """The agent over the real adapters (or ``ports``), logging events to stderr."""
         from kubesolo_entrypoints.bootstrap import build_agent
         from kubesolo_entrypoints.logs import event_sink
 
         settings = self.settings(**extra)
-        return build_agent(settings, events=event_sink(settings.log_format))
+        return build_agent(settings, events=event_sink(settings.log_format), **self.ports)
 
 
 def _run(ctx: typer.Context) -> Run:
@@ -215,23 +228,25 @@ def main_options(  # noqa: PLR0917  (typer maps parameters to options)
     and the environment variable KUBESOLO_UPDATE_SOME_THING; precedence is
     defaults < update.conf < environment < options.
     """
-    ctx.obj = Run(
-        {
-            "config": config,
-            "state": state,
-            "server": server,
-            "bootloader": bootloader,
-            "grubenv": grubenv,
-            "autoboot": autoboot,
-            "slot_a": slot_a,
-            "slot_b": slot_b,
-            "cmdline": cmdline,
-            "kubeconfig": kubeconfig,
-            "node_name": node_name,
-            "containerd_socket": containerd_socket,
-            "data_dir": data_dir,
-        }
-    )
+    given = {
+        "config": config,
+        "state": state,
+        "server": server,
+        "bootloader": bootloader,
+        "grubenv": grubenv,
+        "autoboot": autoboot,
+        "slot_a": slot_a,
+        "slot_b": slot_b,
+        "cmdline": cmdline,
+        "kubeconfig": kubeconfig,
+        "node_name": node_name,
+        "containerd_socket": containerd_socket,
+        "data_dir": data_dir,
+    }
+    if isinstance(ctx.obj, Run):
+        ctx.obj.flags.update({k: v for k, v in given.items() if v is not None})
+    else:
+        ctx.obj = Run(given)
 
 
 # --------------------------------------------------------------------------- commands
