@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,9 @@ class KubectlKube:
         )
 
     def _node(self) -> dict[str, Any] | Unavailable:
-        return self._get_json(f"/api/v1/nodes/{self.node_name}", f"node {self.node_name}")
+        # quoted: a node name is one path segment, whatever the config holds
+        name = urllib.parse.quote(self.node_name, safe="")
+        return self._get_json(f"/api/v1/nodes/{name}", f"node {self.node_name}")
 
     def _get_json(self, path: str, what: str) -> dict[str, Any] | Unavailable:
         answer = self._run(path)

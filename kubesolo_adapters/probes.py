@@ -28,9 +28,6 @@ import os
 import socket
 import struct
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import attrs
@@ -53,12 +50,6 @@ def _errno_text(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0, "")
     text = exc.strerror or str(exc) or type(exc).__name__
     return f"{text} ({name})" if name else text
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: object, **kwargs: object) -> None:
-        # Returning None makes urllib raise the 3xx as an HTTPError.
-        return None
 
 
 @attrs.define
@@ -116,6 +107,17 @@ class LocalProbes:
 
     def probe_url(self, url: str) -> ProbeResult:
         """GET ``url``; exactly 200 passes, anything else fails with the status or error."""
+        # urllib.request pulls in http.client, email and ssl (~35 ms): only
+        # the health check with a probe URL pays for it.
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        class _NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kwargs: object) -> None:
+                # Returning None makes urllib raise the 3xx as an HTTPError.
+                return None
+
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https"):
             return ProbeResult(ok=False, reason=f"{url}: scheme {scheme!r} is not http or https")
