@@ -1,0 +1,70 @@
+"""Start-up: ``status --json`` imports neither the HTTP client, prometheus_client nor rich."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kubesolo_core.slots import Slot
+from kubesolo_entrypoints import demo
+
+FORBIDDEN = ("httpx", "httpcore", "prometheus_client", "rich")
+
+PROBE = """
+import sys
+watch = set(sys.argv.pop(1).split(","))
+from kubesolo_entrypoints.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+loaded = sorted({m.split(".")[0] for m in sys.modules} & watch)
+sys.stderr.write("LOADED=" + ",".join(loaded) + "\\n")
+sys.exit(code)
+"""
+
+
+def test_status_json_does_not_import_heavy_modules(tmp_path: Path) -> None:
+    box = demo.Sandbox(tmp_path)
+    for slot in Slot:
+        box.slot(slot).write_bytes(b"\0" * 65536)
+    box.cmdline.write_text("kubesolo.slot=A\n")
+    box.boot_id.write_text("one\n")
+    args = [
+        "--config", "/dev/null",
+        "--state", str(tmp_path / "state.json"),
+        "--bootloader", "grub",
+        "--grubenv", str(box.grubenv),
+        "--slot-a", str(box.slot(Slot.A)),
+        "--slot-b", str(box.slot(Slot.B)),
+        "--cmdline", str(box.cmdline),
+        "status", "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(FORBIDDEN), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "KUBESOLO_UPDATE_BOOT_ID": str(box.boot_id)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["booted_slot"] == "A"
+    loaded = [line for line in proc.stderr.splitlines() if line.startswith("LOADED=")]
+    assert loaded == ["LOADED="], proc.stderr
+
+
+def test_probe_would_see_a_heavy_import() -> None:
+    """The probe itself works: importing httpx shows up."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import httpx\n" + PROBE, "httpx", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "LOADED=httpx" in proc.stderr
