@@ -7,8 +7,8 @@ on purpose: it is one HTTP request with no API discovery (``get node`` first
 reads ``/api`` and ``/apis``, retrying five times against a server that
 answers them badly, and wants a discovery cache under ``$HOME/.kube``). An
 init script may run with no HOME, on a read-only root; ``--raw`` works there.
-(kubectl 1.32 also asks ``/version`` once and caches it when it can.) The
-paths read are:
+(Google Cloud SDK's kubectl dispatcher also asks ``/version`` to pick the
+matching kubectl, and caches it when HOME is writable.) The paths read are:
 
 * ``/api/v1/nodes/<node>``: labels and the Ready condition;
 * ``/api/v1/namespaces/kube-system/pods``: phase, restarts, container start times;

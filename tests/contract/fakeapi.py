@@ -4,9 +4,13 @@ Not a cluster: a threaded plain-HTTP server that answers the few API paths
 :class:`kubesolo_adapters.kubectl.KubectlKube` makes kubectl read, from a
 fixture state the test changes between calls. Logged by running kubectl
 1.32 against it, ``kubectl get --raw <path>`` requests exactly ``<path>``
-(with ``?timeout=<request-timeout>`` appended) and, on some error paths,
-``/version``; no discovery (``/api``, ``/apis``). Every request is recorded
-in :attr:`FakeCluster.requests`, so a test notices when kubectl starts asking
+(with ``?timeout=<request-timeout>`` appended); no discovery (``/api``,
+``/apis``). The kubectl on the CI machine is Google Cloud SDK's dispatcher
+(/usr/bin/kubectl -> google-cloud-sdk/bin/kubectl, which runs kubectl.1.27 ..
+kubectl.1.33 to match the server): it first asks ``/version`` and caches the
+answer under ``$HOME/.kube/cache/http``, so with a fresh or unwritable HOME
+every call makes that request too. Every request is recorded in
+:attr:`FakeCluster.requests`, so a test notices when kubectl starts asking
 for something else.
 
 Served:

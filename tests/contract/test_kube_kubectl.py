@@ -92,8 +92,8 @@ class TestKubectlOnly:
         w.kube.kube_system_pods()
         w.kube.apiserver_ready()
         paths = [r.split("?", 1)[0] for r in w.cluster.requests]
-        # kubectl 1.32 asks /version once per cache dir (a version-skew check);
-        # anything else it asks for is a change this adapter must hear about.
+        # Google Cloud SDK's kubectl dispatcher asks /version once per cache dir
+        # to pick its kubectl.1.NN; anything else asked is a change to hear about.
         assert paths.count("/version") <= 1
         assert [p for p in paths if p != "/version"] == [
             f"/api/v1/nodes/{NODE}",
