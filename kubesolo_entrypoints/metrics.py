@@ -16,7 +16,8 @@ Series (the first three are the names of the original design):
 * ``kubesolo_update_health_check_failures``: failed health checks of the current trial;
 * ``kubesolo_update_booted_slot{slot}``, ``kubesolo_update_committed_slot{slot}``,
   ``kubesolo_update_next_boot_slot{slot}``: 1 for the slot, 0 for the other;
-* ``kubesolo_update_boot_counter``: trial boots left (GRUB, during a trial);
+* ``kubesolo_update_trial_boots_left``: GRUB's boot_counter during a trial (the name
+  avoids "counter": promtool reserves it for counter types);
 * ``kubesolo_update_boot_success``: 1 when the bootloader is committed, 0 in a trial;
 * ``kubesolo_update_reboot_required``: 1 when the running slot is not the next boot's;
 * ``kubesolo_update_last_check_timestamp_seconds``, ``kubesolo_update_last_check_success``,
@@ -151,7 +152,7 @@ class UpdateCollector:
             yield fam
         if view is not None:
             if view.boot_counter is not None:
-                g = gauge("boot_counter", "Trial boots left before the bootloader rolls back")
+                g = gauge("trial_boots_left", "GRUB boot_counter: trial boots left before rollback")
                 g.add_metric([], view.boot_counter)
                 yield g
             g = gauge("boot_success", "1 when the bootloader is committed, 0 during a trial")
