@@ -36,8 +36,11 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 _MARKER = re.compile(
-    r"KSOLO-BOOT slot=(?P<slot>[AB]) counter=(?P<counter>\S*) success=(?P<success>\S*) "
-    r"saved=(?P<saved>[01])"
+    # Under OVMF a duplicate of the line may follow on the same line: the raw
+    # values end there or at the end of the line.
+    r"KSOLO-BOOT slot=(?P<slot>[AB]) saved=(?P<saved>[01]) "
+    r"counter=(?P<counter>.*?) success=(?P<success>.*?)(?=KSOLO-BOOT|$)",
+    re.MULTILINE,
 )
 _CMDLINE_SLOT = re.compile(r"kubesolo\.slot=(?P<slot>\S+)")
 

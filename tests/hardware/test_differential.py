@@ -1,0 +1,63 @@
+"""The shipped deploy/grub.cfg, run by real GRUB under QEMU, equals GrubModel (DESIGN.md 2.1).
+
+Hypothesis generates an initial grubenv (no file at all; variables missing;
+valid, near-miss and garbage values; foreign variables that must survive) and
+a plan of rounds: agent writes (activate, mark_good, manual rollback, done by
+the real GrubBootEnv) followed by one real power-on. After each boot the slot
+GRUB chose and the env on the ESP must equal the model's exactly.
+
+Boot budget: mostly legacy BIOS (about 0.5-1 s a boot under TCG), a few UEFI
+(about 5 s). The settings are local to each test, not the global profile:
+35 BIOS sequences of 3-5 boots (>= 105 real boots) plus the explicit examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+
+from kubesolo_core.slots import Slot
+from tests.hardware.harness import MODEL, GrubRig, check_sequence, initial_envs, rounds
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+
+TRIAL_B = {"active_slot": "A", "boot_counter": "3", "boot_success": "1", "note": "keep me"}
+BOOT = ()  # a round with no agent write: just a boot
+
+
+@settings(max_examples=35, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)
+@given(initial=initial_envs(), plan=rounds(3, 5))
+# The whole life of an update: three trial boots, rollback on the fourth, stable after.
+@example(initial=TRIAL_B, plan=[[("activate", Slot.B)], BOOT, BOOT, BOOT, BOOT])
+# A trial marked good mid-way is committed and never touched again.
+@example(initial=TRIAL_B, plan=[[("activate", Slot.B)], [("mark_good", None)], BOOT])
+# No grubenv: boots A, never creates the file; the agent's first write creates it.
+@example(initial=None, plan=[BOOT, [("activate", Slot.B)], BOOT])
+# Garbage everywhere: reads as "committed on A" and writes nothing.
+@example(
+    initial={"active_slot": "b", "boot_counter": "-1", "boot_success": "00", "prefix": "(x)"},
+    plan=[BOOT, BOOT, BOOT],
+)
+# A trial with a garbage counter rolls back at once.
+@example(
+    initial={"active_slot": "B", "boot_counter": "x", "boot_success": "0"}, plan=[BOOT, BOOT, BOOT]
+)
+def test_grub_cfg_equals_model_bios(grub_rig: GrubRig, initial: Any, plan: Any) -> None:
+    check_sequence(grub_rig, MODEL, "bios", initial, plan)
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=_SLOW_OK, print_blob=True)
+@given(initial=initial_envs(), plan=rounds(2, 3))
+@example(initial=TRIAL_B, plan=[[("activate", Slot.B)], BOOT, BOOT, BOOT, BOOT])
+def test_grub_cfg_equals_model_uefi(grub_rig: GrubRig, initial: Any, plan: Any) -> None:
+    check_sequence(grub_rig, MODEL, "efi", initial, plan)
+
+
+@pytest.mark.parametrize("timeout", ["abc", "-1", "999", " 5"])
+def test_garbage_menu_timeout_never_waits(grub_rig: GrubRig, timeout: str) -> None:
+    """A garbage ksolo_timeout reads as 0: GRUB must not sit in its menu forever."""
+    grub_rig.set_env({"active_slot": "B", "boot_success": "1", "ksolo_timeout": timeout})
+    result = grub_rig.boot("bios")  # fails if GRUB does not halt within the time limit
+    assert result.slot is Slot.B
