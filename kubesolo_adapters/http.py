@@ -380,33 +380,42 @@ class _Download:
     def chunks(
         self, first: tuple[httpx.Response, int], progress: Progress | None
     ) -> Iterator[bytes]:
-        """The image's bytes from the first response on, resuming after failures."""
+        """The image's bytes from the first response on, resuming after failures.
+
+        Network reads are gathered into chunks of ``chunk_size`` (fewer, larger
+        writes downstream); what was gathered when a connection breaks is
+        still yielded, so the resume starts exactly after it.
+        """
         response: httpx.Response | None = first[0]
         skip = first[1]
         got = 0
+        buf = bytearray()
+        limit = self.fetcher.chunk_size
         try:
             while True:
                 if response is None:
                     response, skip = self.connect(got, whole_limit=self.size)
                 start = got
                 try:
-                    for part in response.iter_raw(self.fetcher.chunk_size):
+                    for part in response.iter_raw():
                         chunk = part
                         if skip:
                             drop = min(skip, len(chunk))
                             skip -= drop
                             chunk = chunk[drop:]
-                            if not chunk:
-                                continue
                         if got + len(chunk) > self.size:
                             self._give_up(
                                 f"the server sent more than the {self.size} bytes announced",
                                 retried=False,
                             )
                         got += len(chunk)
-                        yield chunk
-                        if progress is not None:
-                            progress(got, self.size)
+                        buf += chunk
+                        if len(buf) >= limit:
+                            out = bytes(buf)
+                            buf.clear()
+                            yield out
+                            if progress is not None:
+                                progress(got, self.size)
                     cause = f"the body ended after {got} of {self.size} bytes"
                 except httpx.HTTPError as exc:
                     cause = _transport_cause(exc)
@@ -415,6 +424,12 @@ class _Download:
                 finally:
                     response.close()
                     response = None
+                if buf:
+                    out = bytes(buf)
+                    buf.clear()
+                    yield out
+                    if progress is not None:
+                        progress(got, self.size)
                 if got == self.size and not skip:
                     return
                 if got > start:
