@@ -112,7 +112,13 @@ class KubectlKube:
         return False
 
     def kube_system_pods(self) -> Sequence[PodInfo] | Unavailable:
-        """Pods of kube-system: phase, total restarts, latest container start if Running."""
+        """Pods of kube-system: phase, total restarts, latest container start if Running.
+
+        A pod whose phase is Running while one of its containers is not (a
+        crash loop) is reported with that container's reason as its phase
+        (``CrashLoopBackOff``), as ``kubectl get pods`` shows it, and no
+        running_since: it has not been held running.
+        """
         doc = self._get_json("/api/v1/namespaces/kube-system/pods", "kube-system pods")
         if isinstance(doc, Unavailable):
             return doc
@@ -145,15 +151,29 @@ class KubectlKube:
         phase = str(status.get("phase") or "Unknown")
         restarts = 0
         started: list[dt.datetime] = []
+        not_running: list[str] = []
         for cs in status.get("containerStatuses") or []:
             restarts += int(cs.get("restartCount") or 0)
-            running = (cs.get("state") or {}).get("running")
-            if isinstance(running, dict):
-                when = _parse_time(running.get("startedAt"))
-                if when is not None:
-                    started.append(when)
-        # The pod has been healthy since its most recent container (re)start.
-        since = max(started) if phase == "Running" and started else None
+            state = cs.get("state") or {}
+            running = state.get("running")
+            when = _parse_time(running.get("startedAt")) if isinstance(running, dict) else None
+            if when is not None:
+                started.append(when)
+                continue
+            # Like kubectl's STATUS column: the reason a container is not running.
+            other = state.get("waiting") or state.get("terminated") or {}
+            not_running.append(str(other.get("reason") or "ContainerNotRunning"))
+        if phase == "Running" and (not_running or not started):
+            # A pod stays "Running" while a container crash-loops; it has not
+            # been held running, so report the container's state instead.
+            return PodInfo(
+                name=str(meta.get("name") or "?"),
+                phase=not_running[0] if not_running else "ContainerNotRunning",
+                running_since=None,
+                restarts=restarts,
+            )
+        # Held running since the most recent container (re)start.
+        since = max(started) if phase == "Running" else None
         return PodInfo(
             name=str(meta.get("name") or "?"),
             phase=phase,

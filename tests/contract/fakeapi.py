@@ -57,6 +57,8 @@ class FakePod:
     phase: str = "Running"
     #: one entry per container: (running since, or None when waiting), restart count
     containers: list[tuple[dt.datetime | None, int]] = attrs.field(factory=list)
+    #: why a container that is not running waits
+    waiting_reason: str = "CrashLoopBackOff"
 
     def document(self) -> dict[str, Any]:
         """The pod as the API serves it (the fields kubectl users read)."""
@@ -65,7 +67,7 @@ class FakePod:
             state: dict[str, Any] = (
                 {"running": {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}}
                 if started is not None
-                else {"waiting": {"reason": "CrashLoopBackOff"}}
+                else {"waiting": {"reason": self.waiting_reason}}
             )
             statuses.append(
                 {

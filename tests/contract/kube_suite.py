@@ -28,7 +28,11 @@ class KubeWorld(Protocol):
     def set_ready(self, ready: bool) -> None: ...
 
     def set_pods(self, pods: list[PodInfo]) -> None:
-        """Pods as the port reports them (one container each for a real server)."""
+        """Pods as the port reports them (one container each for a real server).
+
+        A phase that is not a Kubernetes pod phase (``CrashLoopBackOff``) is a
+        Running pod whose container waits for that reason.
+        """
 
     def set_apiserver_ready(self, ready: bool) -> None: ...
 
@@ -82,6 +86,12 @@ class KubeContract:
         assert world.kube.kube_system_pods() == [
             PodInfo(name="coredns-abc", phase=phase, running_since=None, restarts=7)
         ]
+
+    def test_crash_looping_pod_is_not_held_running(self, world: KubeWorld) -> None:
+        # The API says phase Running; what counts is the container crash-looping.
+        crashing = PodInfo(name="coredns-abc", phase="CrashLoopBackOff", restarts=5)
+        world.set_pods([crashing])
+        assert world.kube.kube_system_pods() == [crashing]
 
     def test_no_pods_is_an_empty_list(self, world: KubeWorld) -> None:
         world.set_pods([])

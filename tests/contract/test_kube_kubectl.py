@@ -24,6 +24,7 @@ from tests.contract.kube_suite import T0, KubeContract
 from tests.tools import require_tool
 
 NODE = "edge-1"
+POD_PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
 
 @attrs.define
@@ -45,14 +46,21 @@ class KubectlWorld:
         self.cluster.ready = ready
 
     def set_pods(self, pods: list[PodInfo]) -> None:
-        self.cluster.pods = [
-            FakePod(
-                name=p.name,
-                phase=p.phase,
-                containers=[(p.running_since if p.phase == "Running" else None, p.restarts)],
-            )
-            for p in pods
-        ]
+        fakes = []
+        for p in pods:
+            if p.phase in POD_PHASES:
+                since = p.running_since if p.phase == "Running" else None
+                fakes.append(FakePod(name=p.name, phase=p.phase, containers=[(since, p.restarts)]))
+            else:  # a container reason: the pod runs, its container waits
+                fakes.append(
+                    FakePod(
+                        name=p.name,
+                        phase="Running",
+                        containers=[(None, p.restarts)],
+                        waiting_reason=p.phase,
+                    )
+                )
+        self.cluster.pods = fakes
 
     def set_apiserver_ready(self, ready: bool) -> None:
         self.cluster.readyz_status = 200 if ready else 500
@@ -113,7 +121,8 @@ class TestKubectlOnly:
         got = kubectl_world.kube.kube_system_pods()
         assert got == [
             PodInfo(name="kube-proxy", phase="Running", running_since=later, restarts=3),
-            PodInfo(name="half-up", phase="Running", running_since=T0, restarts=4),
+            # phase Running, one container crash-looping: not held running
+            PodInfo(name="half-up", phase="CrashLoopBackOff", running_since=None, restarts=4),
         ]
 
     def test_missing_kubeconfig_is_unavailable(self, tmp_path: Path) -> None:
