@@ -28,10 +28,12 @@ With ``kubeconfig=None`` kubectl finds its own configuration (``$KUBECONFIG``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -66,6 +68,10 @@ def _short(text: str) -> str:
     return text if len(text) <= REASON_CHARS else text[: REASON_CHARS - 3] + "..."
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _parse_time(value: object) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
@@ -86,6 +92,8 @@ class KubectlKube:
     )
     kubectl: str = attrs.field(default="kubectl", kw_only=True)
     timeout: float = attrs.field(default=10.0, kw_only=True)
+    #: seconds kubectl gets beyond ``timeout`` to start and exit before it is killed
+    grace: float = attrs.field(default=GRACE, kw_only=True)
 
     # ------------------------------------------------------------------ the port
 
@@ -94,7 +102,7 @@ class KubectlKube:
         node = self._node()
         if isinstance(node, Unavailable):
             return node
-        labels = node.get("metadata", {}).get("labels") or {}
+        labels = _mapping(node.get("metadata")).get("labels") or {}
         if not isinstance(labels, dict):
             return Unavailable(reason=f"node {self.node_name}: labels are not a mapping")
         return {str(k): str(v) for k, v in labels.items()}
@@ -104,7 +112,7 @@ class KubectlKube:
         node = self._node()
         if isinstance(node, Unavailable):
             return node
-        conditions = node.get("status", {}).get("conditions") or []
+        conditions = _mapping(node.get("status")).get("conditions") or []
         for cond in conditions if isinstance(conditions, list) else []:
             if isinstance(cond, dict) and cond.get("type") == "Ready":
                 return cond.get("status") == "True"
@@ -216,27 +224,33 @@ class KubectlKube:
         if exe is None or not os.access(exe, os.X_OK):
             return _Answer(unavailable=f"kubectl binary {self.kubectl!r} not found")
         started = time.monotonic()
+        limit = self.timeout + self.grace
         try:
-            proc = subprocess.run(
+            # A session of its own: on timeout the whole group goes (a kubectl
+            # wrapper's child would otherwise keep our pipes open).
+            proc = subprocess.Popen(
                 self._argv(path),
-                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=self.timeout + GRACE,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            # run() has killed kubectl already.
-            return _Answer(
-                unavailable=f"kubectl get --raw {path}: no answer within "
-                f"{self.timeout + GRACE:g}s (killed)"
+                start_new_session=True,
             )
         except OSError as exc:
             return _Answer(unavailable=f"kubectl {self.kubectl!r} could not run: {exc}")
+        try:
+            stdout, stderr = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return _Answer(
+                unavailable=f"kubectl get --raw {path}: no answer within {limit:g}s (killed)"
+            )
         if proc.returncode == 0:
-            return _Answer(stdout=proc.stdout)
-        err = _short(proc.stderr) or f"kubectl exited {proc.returncode}"
+            return _Answer(stdout=stdout)
+        err = _short(stderr) or f"kubectl exited {proc.returncode}"
         if time.monotonic() - started >= self.timeout:
             err += f" (request timeout {self.timeout:g}s reached)"
         # "Error from server (X)" means the API answered with a status; but

@@ -158,6 +158,34 @@ class TestKubectlOnly:
         assert "request timeout 1s reached" in answer.reason
         assert took < 1.0 + GRACE
 
+    def test_hung_kubectl_is_killed_with_its_children(
+        self, kubectl_world: KubectlWorld, tmp_path: Path
+    ) -> None:
+        # A wrapper that ignores --request-timeout and leaves a child holding
+        # our pipes: the adapter's own deadline must still end it, whole.
+        pidfile = tmp_path / "child.pid"
+        script = tmp_path / "hung-kubectl"
+        script.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {pidfile}\nsleep 60\n")
+        script.chmod(0o755)
+        kube = attrs.evolve(kubectl_world.kube, kubectl=str(script), timeout=0.5, grace=0.5)
+        t = time.monotonic()
+        answer = kube.apiserver_ready()
+        assert time.monotonic() - t < 3.0
+        assert isinstance(answer, Unavailable)
+        assert "no answer within 1s (killed)" in answer.reason
+        child = int(pidfile.read_text())
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            # reaped by init once killed; a zombie still has a /proc entry briefly
+            stat = Path(f"/proc/{child}/stat")
+            with contextlib.suppress(OSError):
+                if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.02)
+        alive = Path(f"/proc/{child}/stat")
+        with contextlib.suppress(OSError):
+            assert alive.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
     def test_unknown_node_is_unavailable(self, kubectl_world: KubectlWorld) -> None:
         kube = attrs.evolve(kubectl_world.kube, node_name="not-this-one")
         answer = kube.node_labels()
