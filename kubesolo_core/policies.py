@@ -183,8 +183,11 @@ def kube_system_check(
         return CheckResult(name=name, ok=False, reason="no kube-system pods yet")
     problems = []
     for pod in sorted(pods, key=lambda p: p.name):
-        if pod.phase != "Running" or pod.running_since is None:
+        if pod.phase != "Running":
             problems.append(f"{pod.name} is {pod.phase}")
+            continue
+        if pod.running_since is None:
+            problems.append(f"{pod.name} is Running but not all its containers are")
             continue
         held = (now - pod.running_since).total_seconds()
         if held < settle_seconds:

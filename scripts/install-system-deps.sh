@@ -9,6 +9,7 @@ pkgs=(
   busybox-static cpio                             # the guest's initramfs
   nginx-light                                     # the real HTTP server of tests/contract
   prometheus                                      # promtool check metrics
+  containerd                                      # a real containerd for the probe's contract case
   zstd gzip curl
 )
 missing=()
