@@ -481,18 +481,33 @@ def demo(
 @app.command()
 @handled
 def simulate(
-    runs: int = typer.Option(200, "--runs", min=1, metavar="N", help="Random sequences to run."),
-    seed: int = typer.Option(0, "--seed", metavar="S", help="Seed (same seed, same runs)."),
+    runs: str = typer.Option("200", "--runs", metavar="N", help="Random sequences to run."),
+    seed: str = typer.Option("0", "--seed", metavar="S", help="Seed (same seed, same runs)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Random update/boot/crash sequences through the models; invariants checked."""
     from kubesolo_entrypoints import render
     from kubesolo_entrypoints.simulate import run_simulation
 
-    report = run_simulation(runs=runs, seed=seed)
+    report = run_simulation(runs=_count("--runs", runs, 1), seed=_count("--seed", seed, 0))
     _out(render.dumps(report.to_json()) if json_out else report.text())
     if report.violations:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _count(option: str, text: str, least: int) -> int:
+    from kubesolo_core.errors import ConfigError
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise ConfigError(
+            f"option {option}: {text!r} is not a whole number >= {least}",
+            way_out=f"e.g. {option} 200",
+        )
+    return value
 
 
 @config_app.command("show")
@@ -527,6 +542,64 @@ def config_from_cloud_init(
     _say(f"wrote {output}")
 
 
+class _TextParam:
+    """typer's coercion for a text option, without pydantic.
+
+    typer >= 0.2x validates every non-bool option through a pydantic
+    TypeAdapter, importing pydantic (0.1-0.3 s) on every run, and pydantic's
+    compiled core cannot load from a zipapp. Every option of this CLI is text
+    (config.py parses and checks the values, naming the option in its
+    errors) or a bool flag, so text passes through unchanged.
+    """
+
+    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
+        if value is None:
+            return None
+        return value if isinstance(value, str) else str(value)
+
+
+class _FlagParam:
+    """The same for bool flags (click already hands them over as bools)."""
+
+    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
+        if value is None or isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _plain_text_options(cmd: Any) -> None:
+    params = list(getattr(cmd, "params", ()))
+    if getattr(cmd, "_help_option", "absent") is None and getattr(cmd, "add_help_option", False):
+        # click makes --help on first use; make it now (cached as click would)
+        # so that it gets the light coercion too.
+        try:
+            from typer._click.decorators import help_option
+
+            help_option(["--help"])(cmd)
+            cmd._help_option = cmd.params.pop()
+            params.append(cmd._help_option)
+        except (ImportError, AttributeError, TypeError):
+            pass
+    for param in params:
+        descriptor = getattr(param, "type_descriptor", None)
+        # Only where typer would build its runtime coercion lazily: if a
+        # future typer changes these internals, the normal path stays.
+        kind = getattr(descriptor, "annotation", None)
+        if kind in (str, bool) and getattr(param, "_runtime_param", "absent") is None:
+            param._runtime_param = _TextParam() if kind is str else _FlagParam()
+    for sub in getattr(cmd, "commands", {}).values():
+        _plain_text_options(sub)
+
+
+def command() -> Any:
+    """The click command of the app, with text options that skip pydantic."""
+    from typer.main import get_command
+
+    cmd = get_command(app)
+    _plain_text_options(cmd)
+    return cmd
+
+
 def main() -> None:
     """The console script."""
-    app()
+    command()(prog_name="kubesolo-update")

@@ -1,4 +1,4 @@
-"""Start-up: ``status --json`` imports neither the HTTP client, prometheus_client nor rich."""
+"""Start-up: ``status --json`` imports no HTTP client, prometheus_client, rich or pydantic."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints import demo
 
-FORBIDDEN = ("httpx", "httpcore", "prometheus_client", "rich")
+FORBIDDEN = ("httpx", "httpcore", "prometheus_client", "rich", "pydantic")
 
 PROBE = """
 import sys
