@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from hypothesis import note
+from hypothesis import note as _hypothesis_note
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from kubesolo_adapters.bootfacts import BootFacts
 from kubesolo_adapters.diskimage import (
@@ -47,6 +48,12 @@ BOOT_TIMEOUT = {"bios": 30.0, "efi": 90.0}
 
 
 # --------------------------------------------------------------------------- counting
+
+
+def note(text: str) -> None:
+    """Hypothesis' note inside a test; nothing when check_sequence runs by hand."""
+    if currently_in_test_context():
+        _hypothesis_note(text)
 
 
 @attrs.define
@@ -162,10 +169,17 @@ class GrubRig:
 
 # --------------------------------------------------------------------------- strategies
 
-MANAGED_POOLS = {
-    "active_slot": ["A", "B", "a", "b", " B", "B ", "AB", "C", "", "0", "1", "-n", "!"],
-    "boot_counter": ["0", "1", "2", "3", "4", "9", "-1", "03", " 3", "3 ", "", "x", "(", "="],
-    "boot_success": ["0", "1", "00", " 0", "0 ", "", "2", "no", "-z", "!", ")", "0\n"],
+#: the values deploy/grub.cfg acts on
+CANONICAL = {
+    "active_slot": ["A", "B"],
+    "boot_counter": ["0", "1", "2", "3"],
+    "boot_success": ["0", "1"],
+}
+#: near misses: blanks, case, leading zeros, things `[` could take for an operator
+NEAR_MISSES = {
+    "active_slot": ["a", "b", " B", "B ", "AB", "C", "", "0", "1", "-n", "!"],
+    "boot_counter": ["4", "9", "-1", "03", " 3", "3 ", "", "x", "(", "=", "-z"],
+    "boot_success": ["00", " 0", "0 ", "", "2", "no", "-z", "!", ")", "0\n", "=", "-n"],
 }
 garbage = st.text(alphabet=st.sampled_from([*"AB0123 abx-!=()#\\\"'$;{}", "é", "\n"]), max_size=5)
 OTHER_NAMES = ["note", "prefix", "root", "default", "timeout", "BOOT_COUNTER", "active_slotx"]
@@ -173,15 +187,25 @@ OTHER_NAMES = ["note", "prefix", "root", "default", "timeout", "BOOT_COUNTER", "
 
 @st.composite
 def initial_envs(draw: st.DrawFn) -> dict[str, str] | None:
-    """None (no grubenv at all) or a block with missing, valid and garbage values."""
+    """None (no grubenv at all) or a block with missing, valid and garbage values.
+
+    Weighted towards the canonical values, so that trials, count-downs and
+    rollbacks are common; one variable in ten is missing, one in ten garbage,
+    two in ten a near miss.
+    """
     if draw(st.integers(0, 11)) == 0:
         return None
     env: dict[str, str] = {}
-    for name, pool in MANAGED_POOLS.items():
+    for name, canonical in CANONICAL.items():
         choice = draw(st.integers(0, 9))
         if choice == 0:
             continue  # missing variable
-        env[name] = draw(garbage) if choice == 1 else draw(st.sampled_from(pool))
+        if choice == 1:
+            env[name] = draw(garbage)
+        elif choice <= 3:
+            env[name] = draw(st.sampled_from(NEAR_MISSES[name]))
+        else:
+            env[name] = draw(st.sampled_from(canonical))
     others = draw(st.dictionaries(st.sampled_from(OTHER_NAMES), garbage, max_size=2))
     # The managed names first, then the others: order is not part of the semantics.
     return {**env, **{k: v for k, v in others.items() if k not in env}}

@@ -54,6 +54,9 @@ def test_debian_kernel_gets_the_slot_grub_chose(hardware_tools: None, tmp_path: 
             f"{step}: the kernel saw kubesolo.slot={result.cmdline_slots}, GRUB chose "
             f"{expected.value}\n{tail(result)}"
         )
+        # GRUB loaded the kernel from the chosen slot's partition, not just any copy.
+        part = layout.slot(expected).number
+        assert f"BOOT_IMAGE=(hd0,gpt{part})/vmlinuz" in result.serial, tail(result)
         assert not result.halted
     env = rig.read_env()
     assert env is not None
