@@ -128,6 +128,8 @@ class QemuRunner:
     qemu: str = "qemu-system-x86_64"
     ovmf_code: Path = OVMF_CODE
     ovmf_vars: Path = OVMF_VARS
+    #: attach the disk read-only (a disk GRUB cannot write: its save_env fails)
+    read_only: bool = False
     #: the last QEMU pid started (tests use it to prove cleanup)
     last_pid: int | None = None
 
@@ -157,7 +159,8 @@ class QemuRunner:
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={self.ovmf_code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
             ]  # fmt: skip
-        argv += ["-drive", f"file={self.image},format=raw,if=virtio"]
+        ro = ",readonly=on" if self.read_only else ""
+        argv += ["-drive", f"file={self.image},format=raw,if=virtio{ro}"]
         return argv
 
     def _resolve_accel(self) -> str:

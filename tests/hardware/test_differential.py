@@ -19,7 +19,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 from kubesolo_core.slots import Slot
-from tests.hardware.harness import MODEL, GrubRig, check_sequence, initial_envs, rounds
+from tests.hardware.harness import (
+    MODEL,
+    GrubRig,
+    check_sequence,
+    counted_boot,
+    initial_envs,
+    rounds,
+    tail,
+)
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
 
@@ -61,3 +69,28 @@ def test_garbage_menu_timeout_never_waits(grub_rig: GrubRig, timeout: str) -> No
     grub_rig.set_env({"active_slot": "B", "boot_success": "1", "ksolo_timeout": timeout})
     result = grub_rig.boot("bios")  # fails if GRUB does not halt within the time limit
     assert result.slot is Slot.B
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # A trial GRUB cannot count down boots the committed slot, not the trial.
+        ({"active_slot": "B", "boot_counter": "3", "boot_success": "0"}, Slot.A),
+        # A rollback boots the committed (other) slot whether or not it can save.
+        ({"active_slot": "B", "boot_counter": "0", "boot_success": "0"}, Slot.A),
+        ({"active_slot": "A", "boot_counter": "1", "boot_success": "0"}, Slot.B),
+    ],
+)
+def test_unwritable_env_never_runs_an_endless_trial(
+    grub_rig: GrubRig, env: dict[str, str], expected: Slot
+) -> None:
+    """Outside the model on purpose: when save_env fails (a disk GRUB cannot write)."""
+    grub_rig.set_env(env)
+    runner = grub_rig.runner("bios")
+    runner.read_only = True
+    result = counted_boot(runner)
+    assert result.halted, tail(result)
+    assert "KSOLO-ENV-ERROR" in result.serial, tail(result)
+    assert result.slot is expected, tail(result)
+    assert not result.markers[-1].saved
+    assert grub_rig.read_env() == env
