@@ -36,13 +36,16 @@ import errno
 import fcntl
 import hashlib
 import os
+import queue
 import shutil
 import stat
 import struct
 import subprocess
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, cast
 
@@ -514,47 +517,45 @@ class BlockSlotStore:
         progress: Progress | None,
     ) -> tuple[str, int]:
         served = hashlib.sha256()
+        plain = image.compression == "none"
 
         def tap() -> Iterator[bytes]:
             for chunk in chunks:
                 served.update(chunk)
                 yield chunk
 
-        head_len = min(HEAD_BYTES, image.raw_size)
-        head = bytearray()
-        pending = bytearray()
-        offset = head_len  # where ``pending`` goes
+        sink = _Sink(
+            fd,
+            path,
+            head_len=min(HEAD_BYTES, image.raw_size),
+            chunk_size=self.chunk_size,
+            # Uncompressed, the raw pieces are the served bytes: hash them on the
+            # writer thread, off the thread that reads the network.
+            hasher=served if plain else None,
+        )
         written = 0
-        for raw in raw_chunks(tap(), image.compression, self.chunk_size):
-            if written + len(raw) > image.raw_size:
+        try:
+            for raw in raw_chunks(chunks if plain else tap(), image.compression, self.chunk_size):
+                if written + len(raw) > image.raw_size:
+                    raise VerifyError(
+                        f"image decompresses to more than its raw_size {image.raw_size} bytes; "
+                        f"nothing past byte {image.raw_size} was written",
+                        way_out="the release document does not match its image",
+                    )
+                sink.put(raw)
+                written += len(raw)
+                if progress is not None:
+                    progress(written, image.raw_size)
+            if written != image.raw_size:
                 raise VerifyError(
-                    f"image decompresses to more than its raw_size {image.raw_size} bytes; "
-                    f"nothing past byte {image.raw_size} was written",
-                    way_out="the release document does not match its image",
+                    f"image ended after {written} raw bytes, the release says raw_size "
+                    f"{image.raw_size} (truncated or corrupt {image.compression} stream)",
+                    way_out="the slot is not staged; retry the apply",
                 )
-            view = memoryview(raw)
-            if len(head) < head_len:
-                take = head_len - len(head)
-                head += view[:take]
-                view = view[take:]
-            pending += view
-            written += len(raw)
-            if len(pending) >= self.chunk_size:
-                offset += _pwrite_all(fd, path, pending, offset)
-                pending.clear()
-            if progress is not None:
-                progress(written, image.raw_size)
-        if written != image.raw_size:
-            raise VerifyError(
-                f"image ended after {written} raw bytes, the release says raw_size "
-                f"{image.raw_size} (truncated or corrupt {image.compression} stream)",
-                way_out="the slot is not staged; retry the apply",
-            )
-        _pwrite_all(fd, path, pending, offset)
-        _fsync(fd, path)
-        # The head last: until now the slot kept its old superblock and label.
-        _pwrite_all(fd, path, head, 0)
-        _fsync(fd, path)
+        except BaseException:
+            sink.abort()  # no head: the slot keeps its old superblock and label
+            raise
+        sink.finish()
         return served.hexdigest(), written
 
     @staticmethod
@@ -575,25 +576,152 @@ class BlockSlotStore:
         except OSError as exc:
             raise SlotError(f"{path} could not be reopened for read-back: {exc.strerror}") from None
         digest = hashlib.sha256()
-        buf = bytearray(min(self.chunk_size, max(size, 1)))
-        view = memoryview(buf)
+        length = min(self.chunk_size, max(size, 1))
+        # Two buffers: the medium fills one while the other is hashed (both drop the GIL).
+        bufs = (bytearray(length), bytearray(length))
+
+        def read(index: int, offset: int) -> int:
+            want = min(length, size - offset)
+            return os.preadv(rfd, [memoryview(bufs[index])[:want]], offset)
+
         try:
             if target.kind == "file":
                 with contextlib.suppress(OSError):
                     os.posix_fadvise(rfd, 0, 0, os.POSIX_FADV_DONTNEED)
-            done = 0
-            while done < size:
-                want = min(len(buf), size - done)
-                got = os.preadv(rfd, [view[:want]], done)
-                if got == 0:
-                    raise VerifyError(f"{path} read back only {done} of {size} bytes")
-                digest.update(view[:got])
-                done += got
+            with ThreadPoolExecutor(1, thread_name_prefix="kubesolo-readback") as pool:
+                done = 0
+                index = 0
+                pending = pool.submit(read, 0, 0)
+                while done < size:
+                    got = pending.result()
+                    if got == 0:
+                        raise VerifyError(f"{path} read back only {done} of {size} bytes")
+                    if done + got < size:
+                        pending = pool.submit(read, 1 - index, done + got)
+                    digest.update(memoryview(bufs[index])[:got])
+                    done += got
+                    index = 1 - index
         except OSError as exc:
             raise SlotError(f"{path}: read-back failed: {exc.strerror}") from None
         finally:
             os.close(rfd)
         return digest.hexdigest()
+
+
+_FINISH = object()
+_ABORT = object()
+#: a batch of pieces is written with one pwritev; IOV_MAX is 1024 on Linux
+_MAX_IOV = 512
+
+
+class _Sink:
+    """The disk side of a slot write, on its own thread, so network and disk work at once.
+
+    Takes raw pieces in stream order through a short queue (its depth bounds
+    the memory), holds the first ``head_len`` bytes back, writes the rest in
+    batches of about ``chunk_size`` with pwritev (no copy into one buffer),
+    and on :meth:`finish` flushes, fsyncs, writes the head and fsyncs again.
+    :meth:`abort` stops without writing the head.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        *,
+        head_len: int,
+        chunk_size: int,
+        hasher: hashlib._Hash | None,
+        depth: int = 3,
+    ) -> None:
+        self._fd = fd
+        self._path = path
+        self._head_len = head_len
+        self._chunk_size = chunk_size
+        self._hasher = hasher
+        self._head = bytearray()
+        self._batch: list[memoryview] = []
+        self._batch_len = 0
+        self._offset = head_len
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="kubesolo-slot-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        """Queue a piece (waits while the queue is full); raise the writer's error, if any."""
+        if self.error is not None:
+            raise self.error
+        self._queue.put(data)
+
+    def finish(self) -> None:
+        """Write everything and the head, durably; raise the writer's error, if any."""
+        self._queue.put(_FINISH)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        """Stop after the pieces already queued, leaving the old head in place."""
+        self._queue.put(_ABORT)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _FINISH or item is _ABORT:
+                if item is _FINISH and self.error is None:
+                    try:
+                        self._flush()
+                        _fsync(self._fd, self._path)
+                        # The head last: until now the slot kept its old superblock and label.
+                        _pwrite_all(self._fd, self._path, self._head, 0)
+                        _fsync(self._fd, self._path)
+                    except BaseException as exc:  # handed to the main thread
+                        self.error = exc
+                return
+            if self.error is not None or not isinstance(item, bytes | bytearray):
+                continue  # keep draining so the main thread never blocks on a dead writer
+            try:
+                self._take(item)
+            except BaseException as exc:  # handed to the main thread
+                self.error = exc
+
+    def _take(self, data: bytes | bytearray) -> None:
+        if self._hasher is not None:
+            self._hasher.update(data)
+        view = memoryview(data)
+        if len(self._head) < self._head_len:
+            take = self._head_len - len(self._head)
+            self._head += view[:take]
+            view = view[take:]
+        if view:
+            self._batch.append(view)
+            self._batch_len += len(view)
+        if self._batch_len >= self._chunk_size or len(self._batch) >= _MAX_IOV:
+            self._flush()
+
+    def _flush(self) -> None:
+        bufs = self._batch
+        total = self._batch_len
+        done = 0
+        try:
+            while done < total:
+                n = os.pwritev(self._fd, bufs, self._offset + done)
+                done += n
+                # A short write: drop what went out, keep the rest of a half-written buffer.
+                while bufs and n >= len(bufs[0]):
+                    n -= len(bufs[0])
+                    bufs = bufs[1:]
+                if bufs and n:
+                    bufs = [bufs[0][n:], *bufs[1:]]
+        except OSError as exc:
+            raise SlotError(
+                f"{self._path}: write at byte {self._offset + done} failed: {exc.strerror}"
+            ) from None
+        self._offset += total
+        self._batch = []
+        self._batch_len = 0
 
 
 def _pwrite_all(fd: int, path: str, data: bytearray, offset: int) -> int:
