@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,7 @@ def _missing(what: str) -> None:
 def require_tool(*names: str) -> None:
     """Skip (laptop) or fail (CI) unless every tool in ``names`` is on PATH."""
     for name in names:
-        if shutil.which(name) is None and not os.path.exists(f"/usr/sbin/{name}"):
+        if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists():
             _missing(f"tool {name!r} not found")
 
 
