@@ -107,7 +107,29 @@ def drop_caches(*paths: str) -> str:
 # --------------------------------------------------------------------------- (A) in a child
 
 
-def child_apply(url: str, device: str, size: int, sha: str, chunk_mib: int) -> None:
+def make_sparse_zstd(path: Path, size_mib: int) -> tuple[str, str, int]:
+    """A mostly-zero image (a fresh filesystem's look) compressed by the zstd tool.
+
+    Returns (raw SHA-256, served SHA-256, served size). Such an image
+    compresses thousands to one: the case where an unbounded decompress of
+    one network chunk would need gigabytes.
+    """
+    raw = path.with_suffix(".raw")
+    digest = hashlib.sha256()
+    block = os.urandom(MIB)
+    zero = bytes(MIB)
+    with raw.open("wb") as fh:
+        for n in range(size_mib):
+            data = block if n % 64 == 0 else zero
+            digest.update(data)
+            fh.write(data)
+    subprocess.run(["zstd", "-q", "-f", "-3", str(raw), "-o", str(path)], check=True)
+    raw.unlink()
+    served = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest.hexdigest(), served, path.stat().st_size
+
+
+def child_apply(url: str, device: str, size: int, sha: str, *, chunk_mib: int, zstd: str) -> None:
     """Run the pipeline once; print elapsed seconds and memory figures as JSON."""
     from kubesolo_adapters.blockdev import BlockSlotStore
     from kubesolo_adapters.http import HttpFetcher
@@ -121,9 +143,20 @@ def child_apply(url: str, device: str, size: int, sha: str, chunk_mib: int) -> N
         return 0
 
     baseline = status("VmRSS")
-    image = ImageSpec(
-        url=url, sha256=sha, size=size, compression="none", raw_size=size, raw_sha256=sha
-    )
+    if zstd:  # "served_sha:served_size"
+        served_sha, served_size = zstd.split(":")
+        image = ImageSpec(
+            url=url,
+            sha256=served_sha,
+            size=int(served_size),
+            compression="zstd",
+            raw_size=size,
+            raw_sha256=sha,
+        )
+    else:
+        image = ImageSpec(
+            url=url, sha256=sha, size=size, compression="none", raw_size=size, raw_sha256=sha
+        )
     fetcher = HttpFetcher(connect_timeout=5, read_timeout=30, chunk_size=MIB)
     store = BlockSlotStore({Slot.B: device}, chunk_size=chunk_mib * MIB)
     start = time.monotonic()
@@ -144,9 +177,11 @@ def child_apply(url: str, device: str, size: int, sha: str, chunk_mib: int) -> N
     )
 
 
-def run_a(url: str, device: str, size: int, sha: str, chunk_mib: int) -> dict[str, float]:
+def run_a(
+    url: str, device: str, size: int, sha: str, *, chunk_mib: int, zstd: str = ""
+) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, device, str(size), sha, str(chunk_mib)],
+        [sys.executable, __file__, "--child", url, device, str(size), sha, str(chunk_mib), zstd],
         capture_output=True,
         text=True,
         check=False,
@@ -193,6 +228,12 @@ def main() -> None:
     parser.add_argument(
         "--mem-sizes", default="256,1024", help="image sizes (MiB) for the memory runs; '' = none"
     )
+    parser.add_argument(
+        "--sparse-mib",
+        type=int,
+        default=1024,
+        help="a mostly-zero zstd image of this size for a memory run (0 = skip)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="A/B pairs to time (best kept)")
     parser.add_argument("--chunk-mib", type=int, default=4, help="BlockSlotStore chunk size")
     parser.add_argument("--workdir", type=Path, default=None, help="where images go (default tmp)")
@@ -218,7 +259,7 @@ def main() -> None:
             with loop_device(work / "slot.img", size) as dev:
                 for _ in range(args.rounds):
                     how = drop_caches(str(www / "image.img"), dev)
-                    a = run_a(url, dev, size, sha, args.chunk_mib)
+                    a = run_a(url, dev, size, sha, chunk_mib=args.chunk_mib)
                     times_a.append(a["elapsed"])
                     hwm_a = max(hwm_a, a["vmhwm"])
                     drop_caches(str(www / "image.img"), dev)
@@ -248,12 +289,33 @@ def main() -> None:
                 msha = make_image(www / "mem.img", mib)
                 with loop_device(work / "mem-slot.img", mib * MIB) as mdev:
                     drop_caches(str(www / "mem.img"), mdev)
-                    res = run_a(server.url("mem.img"), mdev, mib * MIB, msha, args.chunk_mib)
+                    res = run_a(
+                        server.url("mem.img"), mdev, mib * MIB, msha, chunk_mib=args.chunk_mib
+                    )
                 (www / "mem.img").unlink()
                 print(
                     f"  {mib:5d} MiB: VmHWM {res['vmhwm'] / MIB:6.1f} MiB "
                     f"(ru_maxrss {res['ru_maxrss'] / MIB:6.1f} MiB, RSS after imports "
                     f"{res['baseline_rss'] / MIB:5.1f} MiB), {res['elapsed']:6.2f} s "
+                    f"-> {'ok' if res['vmhwm'] <= 64 * MIB else 'OVER'} (target <= 64 MiB)"
+                )
+            if args.sparse_mib:
+                zpath = www / "sparse.img.zst"
+                raw_sha, served_sha, served_size = make_sparse_zstd(zpath, args.sparse_mib)
+                with loop_device(work / "sparse-slot.img", args.sparse_mib * MIB) as zdev:
+                    drop_caches(str(zpath), zdev)
+                    res = run_a(
+                        server.url(zpath.name),
+                        zdev,
+                        args.sparse_mib * MIB,
+                        raw_sha,
+                        chunk_mib=args.chunk_mib,
+                        zstd=f"{served_sha}:{served_size}",
+                    )
+                zpath.unlink()
+                print(
+                    f"  {args.sparse_mib:5d} MiB mostly zeros, zstd ({served_size} bytes served): "
+                    f"VmHWM {res['vmhwm'] / MIB:6.1f} MiB, {res['elapsed']:6.2f} s "
                     f"-> {'ok' if res['vmhwm'] <= 64 * MIB else 'OVER'} (target <= 64 MiB)"
                 )
         finally:
@@ -262,7 +324,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        _, _, c_url, c_dev, c_size, c_sha, c_chunk = sys.argv
-        child_apply(c_url, c_dev, int(c_size), c_sha, int(c_chunk))
+        _, _, c_url, c_dev, c_size, c_sha, c_chunk, c_zstd = sys.argv
+        child_apply(c_url, c_dev, int(c_size), c_sha, chunk_mib=int(c_chunk), zstd=c_zstd)
     else:
         main()

@@ -535,7 +535,9 @@ class BlockSlotStore:
         )
         written = 0
         try:
-            for raw in raw_chunks(chunks if plain else tap(), image.compression, self.chunk_size):
+            # 1 MiB pieces through the queue; the sink batches them into chunk_size writes.
+            piece = min(self.chunk_size, 1 << 20)
+            for raw in raw_chunks(chunks if plain else tap(), image.compression, piece):
                 if written + len(raw) > image.raw_size:
                     raise VerifyError(
                         f"image decompresses to more than its raw_size {image.raw_size} bytes; "
