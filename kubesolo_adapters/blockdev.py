@@ -43,14 +43,13 @@ import struct
 import subprocess
 import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, cast
 
 import attrs
 
+from kubesolo_adapters.streams import raw_chunks
 from kubesolo_core.errors import SlotError, VerifyError
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
 from kubesolo_core.release import ImageSpec
@@ -166,91 +165,6 @@ def default_resolver(label: str) -> list[str]:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             return blkid_resolver(label)
     return sysfs_resolver(label)
-
-
-# --------------------------------------------------------------------------- decompression
-
-
-class _IterReader:
-    """A ``read(n)`` face on an iterator of byte chunks (for zstandard's stream_reader)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._rest = memoryview(b"")
-
-    def read(self, size: int = -1) -> bytes:
-        while not self._rest:
-            nxt = next(self._chunks, None)
-            if nxt is None:
-                return b""
-            self._rest = memoryview(nxt)
-        if size < 0:
-            size = len(self._rest)
-        out = bytes(self._rest[:size])
-        self._rest = self._rest[size:]
-        return out
-
-
-def _gunzip(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    started = False
-    try:
-        for chunk in chunks:
-            data = chunk
-            full = False
-            while True:
-                if d.eof:
-                    # gzip allows concatenated members (pigz, cat a.gz b.gz).
-                    data = d.unused_data + data
-                    if not data:
-                        break
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                if not data and not full:
-                    break
-                started = True
-                out = d.decompress(data, piece)
-                data = d.unconsumed_tail
-                # A full output buffer may leave output pending inside zlib: ask again.
-                full = len(out) == piece
-                if out:
-                    yield out
-        if started and not d.eof:
-            raise VerifyError("gzip stream ended early (truncated image)")
-    except zlib.error as exc:
-        raise VerifyError(f"gzip stream is corrupt: {exc}") from None
-
-
-def _unzstd(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
-    import zstandard
-
-    reader = zstandard.ZstdDecompressor().stream_reader(
-        cast("IO[bytes]", _IterReader(chunks)), read_size=1 << 17, read_across_frames=True
-    )
-    try:
-        while True:
-            out = reader.read(piece)
-            if not out:
-                break
-            yield out
-    except zstandard.ZstdError as exc:
-        raise VerifyError(f"zstd stream is corrupt: {exc}") from None
-    # zstandard does not report a frame cut short; the raw_size check of the
-    # writer does ("ended after N raw bytes").
-
-
-def raw_chunks(served: Iterator[bytes], compression: str, piece: int = 4 << 20) -> Iterator[bytes]:
-    """The raw bytes of a served stream, never more than ``piece`` bytes per chunk when compressed.
-
-    Unlike :func:`kubesolo_adapters.streams.decompressed`, the output per step
-    is bounded, so memory stays flat whatever the compression ratio.
-    """
-    if compression == "none":
-        return served
-    if compression == "gzip":
-        return _gunzip(served, piece)
-    if compression == "zstd":
-        return _unzstd(served, piece)
-    raise VerifyError(f"unknown compression {compression!r} (none, gzip, zstd)")
 
 
 # --------------------------------------------------------------------------- slots
@@ -374,6 +288,7 @@ class BlockSlotStore:
             device=target.path if target.kind else None,
             size=size,
             exists=target.kind is not None and size is not None,
+            problem=target.problem or None,
         )
 
     def capacity(self, slot: Slot) -> int | None:

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from kubesolo_adapters.streams import decompressed, hashed
+from kubesolo_adapters.streams import hashed, raw_chunks
 from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
 from kubesolo_core.codec import dumps_state, loads_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
@@ -212,6 +212,7 @@ class MemorySlotStore:
             device=f"memory:{slot.value}",
             size=size,
             exists=size is not None,
+            problem=None if size is not None else f"slot {slot.value} not found",
         )
 
     def capacity(self, slot: Slot) -> int | None:
@@ -239,12 +240,20 @@ class MemorySlotStore:
                 served.update(chunk)
                 yield chunk
 
+        if image.raw_size > capacity:
+            raise SlotError(
+                f"slot {slot.value} holds {capacity} bytes, the image needs {image.raw_size}"
+            )
         buf = bytearray()
-        for raw in decompressed(tap(chunks), image.compression):
+        for raw in raw_chunks(tap(chunks), image.compression, piece=1 << 16):
             buf += raw
-            if len(buf) > capacity:
-                self.contents[slot] = bytes(buf[:capacity])  # what hit the disk: torn
-                raise SlotError(f"slot {slot.value} is full after {capacity} bytes")
+            if len(buf) > image.raw_size:
+                # What hit the disk before the excess was noticed: torn.
+                self.contents[slot] = bytes(buf[: image.raw_size])
+                raise VerifyError(
+                    f"slot {slot.value}: the stream decompresses to more than "
+                    f"the {image.raw_size} bytes announced"
+                )
             if progress is not None:
                 progress(len(buf), image.raw_size)
         if self.flip_next_write and buf:

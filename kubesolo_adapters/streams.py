@@ -5,89 +5,92 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import IO, cast
 
 from kubesolo_core.errors import FetchError, VerifyError
 
 
-class Decompressor(Protocol):
-    """Feed compressed bytes, get raw bytes; ``finish`` checks the stream ended cleanly."""
+class _IterReader:
+    """A ``read(n)`` face on an iterator of byte chunks (for zstandard's stream_reader)."""
 
-    def feed(self, data: bytes) -> bytes: ...
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = memoryview(b"")
 
-    def finish(self) -> bytes: ...
-
-
-class _Identity:
-    def feed(self, data: bytes) -> bytes:
-        return data
-
-    def finish(self) -> bytes:
-        return b""
-
-
-class _Gzip:
-    def __init__(self) -> None:
-        # 16 + MAX_WBITS: expect a gzip header and trailer (CRC32 + size are checked).
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-
-    def feed(self, data: bytes) -> bytes:
-        try:
-            return self._z.decompress(data)
-        except zlib.error as exc:
-            raise VerifyError(f"gzip stream is corrupt: {exc}") from None
-
-    def finish(self) -> bytes:
-        try:
-            tail = self._z.flush()
-        except zlib.error as exc:
-            raise VerifyError(f"gzip stream is corrupt: {exc}") from None
-        if not self._z.eof:
-            raise VerifyError("gzip stream ended early (truncated image)")
-        return tail
-
-
-class _Zstd:
-    def __init__(self) -> None:
-        import zstandard
-
-        self._d = zstandard.ZstdDecompressor().decompressobj()
-        self._error = zstandard.ZstdError
-
-    def feed(self, data: bytes) -> bytes:
-        try:
-            out: bytes = self._d.decompress(data)
-        except self._error as exc:
-            raise VerifyError(f"zstd stream is corrupt: {exc}") from None
+    def read(self, size: int = -1) -> bytes:
+        while not self._rest:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return b""
+            self._rest = memoryview(nxt)
+        if size < 0:
+            size = len(self._rest)
+        out = bytes(self._rest[:size])
+        self._rest = self._rest[size:]
         return out
 
-    def finish(self) -> bytes:
-        if not getattr(self._d, "eof", True):
-            raise VerifyError("zstd stream ended early (truncated image)")
-        return b""
+
+def _gunzip(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False
+    try:
+        for chunk in chunks:
+            data = chunk
+            full = False
+            while True:
+                if d.eof:
+                    # gzip allows concatenated members (pigz, cat a.gz b.gz).
+                    data = d.unused_data + data
+                    if not data:
+                        break
+                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                if not data and not full:
+                    break
+                started = True
+                out = d.decompress(data, piece)
+                data = d.unconsumed_tail
+                # A full output buffer may leave output pending inside zlib: ask again.
+                full = len(out) == piece
+                if out:
+                    yield out
+        if started and not d.eof:
+            raise VerifyError("gzip stream ended early (truncated image)")
+    except zlib.error as exc:
+        raise VerifyError(f"gzip stream is corrupt: {exc}") from None
 
 
-def decompressor(compression: str) -> Decompressor:
-    """A decompressor for ``none``, ``gzip`` or ``zstd``."""
-    if compression == "none":
-        return _Identity()
-    if compression == "gzip":
-        return _Gzip()
-    if compression == "zstd":
-        return _Zstd()
-    raise VerifyError(f"unknown compression {compression!r} (none, gzip, zstd)")
+def _unzstd(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
+    import zstandard
 
-
-def decompressed(chunks: Iterable[bytes], compression: str) -> Iterator[bytes]:
-    """Yield the raw bytes of a stream of served bytes."""
-    dec = decompressor(compression)
-    for chunk in chunks:
-        out = dec.feed(chunk)
-        if out:
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        cast("IO[bytes]", _IterReader(chunks)), read_size=1 << 17, read_across_frames=True
+    )
+    try:
+        while True:
+            out = reader.read(piece)
+            if not out:
+                break
             yield out
-    tail = dec.finish()
-    if tail:
-        yield tail
+    except zstandard.ZstdError as exc:
+        raise VerifyError(f"zstd stream is corrupt: {exc}") from None
+    # zstandard does not report a frame cut short; the raw_size check of the
+    # writer does ("ended after N raw bytes").
+
+
+def raw_chunks(served: Iterator[bytes], compression: str, piece: int = 4 << 20) -> Iterator[bytes]:
+    """The raw bytes of a served stream, never more than ``piece`` bytes per chunk when compressed.
+
+    The output per step is bounded, so memory stays flat whatever the
+    compression ratio (one 16 KiB zstd chunk of zeros can expand to hundreds
+    of MiB in one go with an unbounded decompressor).
+    """
+    if compression == "none":
+        return served
+    if compression == "gzip":
+        return _gunzip(served, piece)
+    if compression == "zstd":
+        return _unzstd(served, piece)
+    raise VerifyError(f"unknown compression {compression!r} (none, gzip, zstd)")
 
 
 def hashed(chunks: Iterable[bytes], *, size: int, sha256: str, what: str) -> Iterator[bytes]:

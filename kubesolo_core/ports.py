@@ -91,6 +91,8 @@ class SlotInfo:
     device: str | None
     size: int | None
     exists: bool
+    #: why the slot cannot be used (no such label, two devices with it, ...), or None
+    problem: str | None = None
 
 
 @attrs.frozen(kw_only=True)

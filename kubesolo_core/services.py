@@ -267,7 +267,8 @@ class Agent:
         state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
         try:
             assert self.server is not None  # noqa: S101  (checked by _release)
-            chunks = self.fetcher.open_image(self.server, release.image, progress)
+            # Progress counts raw bytes written (of raw_size), reported by the writer only.
+            chunks = self.fetcher.open_image(self.server, release.image)
             result = self.slots.write_image(target, chunks, release.image, progress)
             if result.raw_sha256 != release.image.raw_sha256:
                 raise VerifyError(

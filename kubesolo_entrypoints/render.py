@@ -59,6 +59,7 @@ def status_doc(report: StatusReport) -> dict[str, Any]:
                 "device": row.info.device,
                 "size": row.info.size,
                 "exists": row.info.exists,
+                "problem": row.info.problem,
                 "version": row.version,
                 "active": row.info.slot is next_boot,
                 "booted": row.booted,
@@ -111,7 +112,7 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
             if on
         ]
         if not row.info.exists:
-            marks.append("MISSING")
+            marks.append(f"MISSING ({row.info.problem})" if row.info.problem else "MISSING")
         where = row.info.spec
         if row.info.device and row.info.device != row.info.spec:
             where += f" -> {row.info.device}"

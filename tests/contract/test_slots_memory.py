@@ -26,11 +26,3 @@ class TestMemorySlotStore(SlotStoreContract):
             missing=missing,
             raw=lambda slot, n: store.contents.get(slot, b"")[:n],
         )
-
-    # The fake streams into its buffer and only notices the overflow at the
-    # capacity, leaving a torn slot, where the real store refuses before the
-    # first byte. Strict: when the fake learns to refuse early this turns red
-    # and the marker goes.
-    @pytest.mark.xfail(strict=True, reason="MemorySlotStore tears the slot before refusing")
-    def test_too_small_slot_is_left_untouched(self, rig: SlotRig) -> None:
-        super().test_too_small_slot_is_left_untouched(rig)
