@@ -1,10 +1,17 @@
 """Block devices and plain image files as slots: find, size, read the version, write verified.
 
-A slot spec is ``LABEL=X`` (a filesystem label, found with ``blkid`` and no
-udev; when blkid is missing or fails, by reading the superblocks of the
-devices in /sys/class/block), a path to a block device, or a path to a plain
-image file (the file *is* the slot: its size is the slot's size and it is
-never truncated or extended).
+A slot spec is ``PARTLABEL=X`` (a GPT partition name), ``LABEL=X`` (a
+filesystem label), a path to a block device, or a path to a plain image file
+(the file *is* the slot: its size is the slot's size and it is never
+truncated or extended). Names are found with ``blkid`` and no udev; when
+blkid is missing or fails, through /sys/class/block (the partition's uevent
+PARTNAME, or the superblocks).
+
+``PARTLABEL=`` is the default and the safe choice: a GPT partition name lives
+in the partition table and stays with the slot, while a filesystem label
+lives inside the image and travels with it, so after one image was written
+to both slots two filesystems carry the same label. The resolver refuses a
+name found on two devices rather than guess.
 
 The writer is the one place that destroys data, so it is careful:
 
@@ -77,7 +84,8 @@ _VERSION_LIMIT = 4096
 _TOOL_TIMEOUT = 30.0
 
 #: label -> the devices carrying it
-Resolver = Callable[[str], Sequence[str]]
+#: (name, kind) -> devices; kind is "LABEL" (filesystem) or "PARTLABEL" (GPT partition name)
+Resolver = Callable[..., Sequence[str]]
 
 
 # --------------------------------------------------------------------------- filesystems
@@ -120,15 +128,15 @@ def _read_head(path: str, size: int = 4096) -> bytes | None:
 # --------------------------------------------------------------------------- resolvers
 
 
-def blkid_resolver(label: str) -> list[str]:
-    """Devices whose filesystem label is ``label``, asked of blkid without its cache.
+def blkid_resolver(label: str, kind: str = "LABEL") -> list[str]:
+    """Devices whose filesystem label (or GPT partition name) is ``label``, asked of blkid.
 
     ``-c /dev/null`` makes blkid probe the devices now rather than trust a
     cache file written before the last image write changed a label.
     Raises OSError when blkid is missing or fails (other than "none found").
     """
     proc = subprocess.run(
-        ["blkid", "-c", "/dev/null", "-t", f"LABEL={label}", "-o", "device"],
+        ["blkid", "-c", "/dev/null", "-t", f"{kind}={label}", "-o", "device"],
         capture_output=True,
         text=True,
         timeout=_TOOL_TIMEOUT,
@@ -141,8 +149,8 @@ def blkid_resolver(label: str) -> list[str]:
     return sorted({line.strip() for line in proc.stdout.splitlines() if line.strip()})
 
 
-def sysfs_resolver(label: str) -> list[str]:
-    """Devices whose ext or FAT superblock carries ``label``, found through /sys/class/block."""
+def sysfs_resolver(label: str, kind: str = "LABEL") -> list[str]:
+    """Devices whose ext/FAT label (or GPT partition name) is ``label``, via /sys/class/block."""
     found = []
     try:
         names = sorted(entry.name for entry in Path("/sys/class/block").iterdir())
@@ -153,18 +161,33 @@ def sysfs_resolver(label: str) -> list[str]:
         if name.startswith(("sr", "fd")):
             continue
         dev = f"/dev/{name}"
+        if kind == "PARTLABEL":
+            if _partname(name) == label:
+                found.append(dev)
+            continue
         head = _read_head(dev)
         if head and probe_filesystem(head).label == label:
             found.append(dev)
     return found
 
 
-def default_resolver(label: str) -> list[str]:
-    """blkid when it is installed and works; the superblock scan otherwise."""
+def _partname(name: str) -> str | None:
+    try:
+        uevent = Path(f"/sys/class/block/{name}/uevent").read_text()
+    except OSError:
+        return None
+    for line in uevent.splitlines():
+        if line.startswith("PARTNAME="):
+            return line[len("PARTNAME=") :]
+    return None
+
+
+def default_resolver(label: str, kind: str = "LABEL") -> list[str]:
+    """blkid when it is installed and works; the sysfs scan otherwise."""
     if shutil.which("blkid") or Path("/usr/sbin/blkid").exists() or Path("/sbin/blkid").exists():
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return blkid_resolver(label)
-    return sysfs_resolver(label)
+            return blkid_resolver(label, kind)
+    return sysfs_resolver(label, kind)
 
 
 # --------------------------------------------------------------------------- slots
@@ -223,14 +246,16 @@ class BlockSlotStore:
         if not spec:
             return _Target(spec="", problem=f"no spec configured for slot {slot.value}")
         path = spec
-        if spec[:6].upper() == "LABEL=":
-            label = spec[6:]
+        key, _, label = spec.partition("=")
+        kind = key.upper() if _ else ""
+        if kind in ("LABEL", "PARTLABEL"):
+            what = "GPT partition named" if kind == "PARTLABEL" else "filesystem labelled"
             try:
-                devices = list(self.resolver(label))
+                devices = list(self.resolver(label, kind))
             except (OSError, subprocess.SubprocessError) as exc:
-                return _Target(spec=spec, problem=f"could not look up label {label!r}: {exc}")
+                return _Target(spec=spec, problem=f"could not look up {spec!r}: {exc}")
             if not devices:
-                return _Target(spec=spec, problem=f"no filesystem labelled {label!r} found")
+                return _Target(spec=spec, problem=f"no {what} {label!r} found")
             if len(devices) > 1:
                 # Two filesystems with one label: writing either could destroy the wrong one.
                 return _Target(

@@ -181,10 +181,13 @@ def main_options(  # noqa: PLR0917  (typer maps parameters to options)
         None,
         "--slot-a",
         metavar="SPEC",
-        help="LABEL=NAME, a block device or an image file [default: LABEL=KSOLOA]",
+        help=(
+            "PARTLABEL=NAME (GPT partition name), LABEL=NAME (filesystem label), "
+            "a block device or an image file [default: PARTLABEL=KSOLOA]"
+        ),
     ),
     slot_b: str | None = typer.Option(
-        None, "--slot-b", metavar="SPEC", help="as --slot-a [default: LABEL=KSOLOB]"
+        None, "--slot-b", metavar="SPEC", help="as --slot-a [default: PARTLABEL=KSOLOB]"
     ),
     cmdline: str | None = typer.Option(
         None,

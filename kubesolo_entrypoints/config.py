@@ -54,8 +54,8 @@ class Settings:
     bootloader: str = "auto"
     grubenv: Path = Path("/boot/grub/grubenv")
     autoboot: Path = Path("/boot/firmware/autoboot.txt")
-    slot_a: str = "LABEL=KSOLOA"
-    slot_b: str = "LABEL=KSOLOB"
+    slot_a: str = "PARTLABEL=KSOLOA"
+    slot_b: str = "PARTLABEL=KSOLOB"
     cmdline: Path = Path("/proc/cmdline")
     kubeconfig: Path | None = None
     node_name: str = attrs.field(factory=_default_node_name)
@@ -128,18 +128,19 @@ def _nonneg_float(value: str) -> float:
 
 
 def slot_spec(value: str) -> str:
-    """Validate a slot spec: ``LABEL=NAME``, a block device path or an image file path."""
+    """Validate a slot spec: ``PARTLABEL=NAME``, ``LABEL=NAME``, a device or image file path."""
     text = value.strip()
     if not text:
         raise ValueError("a slot spec is required")
     if "=" in text.split("/", 1)[0]:
         kind, _, name = text.partition("=")
-        if kind != "LABEL":
+        if kind not in ("LABEL", "PARTLABEL"):
             raise ValueError(
-                f"{value!r}: only LABEL=NAME, a block device or an image file path are supported"
+                f"{value!r}: only PARTLABEL=NAME, LABEL=NAME, a block device or an image "
+                "file path are supported"
             )
         if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{value!r}: LABEL= needs a label without blanks")
+            raise ValueError(f"{value!r}: {kind}= needs a name without blanks")
     return text
 
 
@@ -182,8 +183,8 @@ NOT_IN_FILE = frozenset({"config"})
 HINTS: dict[str, str] = {
     "server": "e.g. server=https://updates.example.com/stable/release.json",
     "healthcheck_url": "e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
-    "slot_a": "e.g. slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
-    "slot_b": "e.g. slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
+    "slot_a": "e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
+    "slot_b": "e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
     "bootloader": "use grub, tryboot or auto",
     "auto_rollback_after": "a count of failed health checks, 0 = off",
     "kube_system_settle": "seconds, e.g. 30",

@@ -7,7 +7,7 @@ The JSON shapes are part of the operator's contract (the init script reads
 
     {"bootloader": "grub", "booted_slot": "A", "next_boot": "B",
      "reboot_required": true, "pending": "slot B is activated; reboot ...",
-     "slots": [{"slot": "A", "spec": "LABEL=KSOLOA", "device": "/dev/sda2",
+     "slots": [{"slot": "A", "spec": "PARTLABEL=KSOLOA", "device": "/dev/sda2",
                 "size": 1073741824, "exists": true, "version": "1.2.0",
                 "active": false, "booted": true, "committed": true, "trial": false}, ...],
      "boot": {"kind": "grub", "committed_slot": "A", "trial_slot": "B",

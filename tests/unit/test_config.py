@@ -62,7 +62,7 @@ def test_defaults_without_any_source() -> None:
     s = load_settings({"config": "/dev/null"}, {})
     assert s.state == Path("/var/lib/kubesolo/update/state.json")
     assert s.grubenv == Path("/boot/grub/grubenv")
-    assert (s.slot_a, s.slot_b) == ("LABEL=KSOLOA", "LABEL=KSOLOB")
+    assert (s.slot_a, s.slot_b) == ("PARTLABEL=KSOLOA", "PARTLABEL=KSOLOB")
     assert s.bootloader == "auto" and s.server is None and s.kube_system_settle == 30.0
 
 
@@ -112,7 +112,7 @@ def test_missing_default_file_is_fine_but_explicit_is_not(tmp_path: Path) -> Non
         ("kube_system_settle=soon", "number of seconds"),
         ("kube_system_settle=nan", "finite"),
         ("slot_a=UUID=abcd", "LABEL=NAME"),
-        ("slot_b=LABEL=", "LABEL= needs a label"),
+        ("slot_b=LABEL=", "LABEL= needs a name"),
         ("server=updates.example.com/r.json", "https://"),
         ("node_name=two words", "not a node name"),
     ],
