@@ -10,6 +10,7 @@ pkgs=(
   nginx-light                                     # the real HTTP server of tests/contract
   prometheus                                      # promtool check metrics
   containerd                                      # a real containerd for the probe's contract case
+  openssl                                         # the https test makes a self-signed certificate
   zstd gzip curl
 )
 missing=()
