@@ -9,6 +9,7 @@ tryboot model.
 
 from __future__ import annotations
 
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -118,6 +119,13 @@ class BoxMachine(RuleBasedStateMachine):
 class TrybootBoxMachine(BoxMachine):
     bootloader = "tryboot"
 
+
+# "A few thousand examples" in CI: 1500 sequences per bootloader, up to 40 steps each.
+_EXAMPLES = 1500 if settings.default.max_examples >= 400 else 100
+BoxMachine.TestCase.settings = settings(
+    settings.default, max_examples=_EXAMPLES, stateful_step_count=40
+)
+TrybootBoxMachine.TestCase.settings = BoxMachine.TestCase.settings
 
 TestGrubBox = BoxMachine.TestCase
 TestTrybootBox = TrybootBoxMachine.TestCase
