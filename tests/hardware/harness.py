@@ -222,8 +222,15 @@ agent_ops = st.one_of(
 
 
 def rounds(min_rounds: int, max_rounds: int) -> st.SearchStrategy[list[list[tuple[str, Any]]]]:
-    """Sequences of rounds; a round is 0-2 agent writes followed by one real boot."""
-    return st.lists(st.lists(agent_ops, max_size=2), min_size=min_rounds, max_size=max_rounds)
+    """Sequences of rounds; a round is 0-2 agent writes followed by one real boot.
+
+    The first round has no writes: the agent runs only after a boot, so the
+    first power-on meets the generated env (garbage and all) as it is.
+    """
+    later = st.lists(
+        st.lists(agent_ops, max_size=2), min_size=min_rounds - 1, max_size=max_rounds - 1
+    )
+    return later.map(lambda rest: [[], *rest])
 
 
 # --------------------------------------------------------------------------- the property
