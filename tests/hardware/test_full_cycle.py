@@ -31,10 +31,12 @@ def box(hardware_tools: None, tmp_path: Path) -> Iterator[Box]:
     require_tool("losetup", "debugfs")
     www = tmp_path / "www"
     www.mkdir()
-    # The image carries the target slot's label: GRUB finds slots by filesystem label.
+    # One release image for either slot: its filesystem label is slot A's even
+    # though it lands on B. GRUB finds slots by partition and the agent by GPT
+    # partition name, so the duplicate label must not matter.
     image = make_slot_filesystem(
         tmp_path / "kubesolo-os-1.1.0.img",
-        label="KSOLOB",
+        label="KSOLOA",
         size_mib=8,
         files={"version": b"1.1.0\n"},
     )

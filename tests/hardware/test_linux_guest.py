@@ -22,10 +22,12 @@ def test_debian_kernel_gets_the_slot_grub_chose(hardware_tools: None, tmp_path: 
     require_tool("apt-get", "dpkg-deb", "cpio")
     kernel = debian_kernel()
     initrd = busybox_initramfs(tmp_path / "initrd.img")
+    # Both slots carry the same filesystem label, as after one release image was
+    # written to both: GRUB must still pick the slot's partition by number.
     slots = {
         slot: make_slot_filesystem(
             tmp_path / f"slot{slot.value}.img",
-            label=DEFAULT_LABELS[slot],
+            label=DEFAULT_LABELS[Slot.A],
             size_mib=16,
             files={"vmlinuz": kernel, "initrd.img": initrd, "version": b"1.0.0\n"},
         )
