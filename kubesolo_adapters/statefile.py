@@ -10,6 +10,11 @@
   ``<name>.corrupt-<UTC YYYYmmddTHHMMSSZ>`` and :class:`CorruptState` names
   both paths. The next load finds no file and starts from idle, so a box with
   a damaged state file recovers by itself after reporting it once.
+* Only a file named ``*.json`` is ever renamed. A ``--state`` that points at
+  something else by mistake (``/etc/passwd``, the update.conf) is reported
+  as corrupt and left exactly where it is: the agent must never move an
+  operator's file because of a typo. Every operation loads before it saves,
+  so such a file is never overwritten either.
 * A file that cannot be read at all (a directory in its place, an I/O error)
   is :class:`OperationFailed` with the path and errno; it is left in place,
   since nothing says its content is bad.
@@ -91,6 +96,11 @@ class JsonStateStore:
 
     def _set_aside(self, exc: CorruptState) -> CorruptState:
         """Rename the bad file aside and return the error that says where it went."""
+        if self.path.suffix != ".json":
+            return CorruptState(
+                f"{exc.message}; left in place: only a *.json state file is ever moved aside",
+                way_out=f"check --state (state= in update.conf): is {self.path} the state file?",
+            )
         stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")
         base = f"{self.path.name}.corrupt-{stamp}"
         try:

@@ -147,6 +147,18 @@ class TestJsonFile:
             store.load()
         assert (tmp_path / "state.json.corrupt-20260101T000000Z-1").read_bytes() == b"{"
 
+    def test_a_mistyped_state_path_is_never_moved(self, tmp_path: Path) -> None:
+        # `--state /etc/passwd` by mistake: report, leave the file where it is, write nothing.
+        victim = tmp_path / "passwd"
+        victim.write_bytes(b"root:x:0:0:root:/root:/bin/bash\n")
+        store = JsonStateStore(victim)
+        for _ in range(2):
+            with pytest.raises(CorruptState, match="left in place") as info:
+                store.load()
+            assert "--state" in str(info.value)
+        assert victim.read_bytes() == b"root:x:0:0:root:/root:/bin/bash\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
+
     def test_set_aside_name_uses_the_utc_time(self, json_world: JsonStateWorld) -> None:
         json_world.write_raw(b"garbage")
         with pytest.raises(CorruptState):
