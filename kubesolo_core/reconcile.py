@@ -69,9 +69,8 @@ def reconcile(
     if view.committed_slot is old and view.trial_slot is None:
         reason = (
             f"bootloader rolled back to slot {old.value}: the trial of slot {target.value} "
-            f"({state.to_version}) did not pass its health check before the bootloader "
-            "gave up (or the trial boot never happened: a plain reboot or a power cut "
-            "before it)"
+            f"({state.to_version}) was never committed (no passing health check before "
+            "its trial boots ran out, or the trial boot never started)"
         )
         return Reconciliation(
             verdict=Verdict.ROLLED_BACK,
