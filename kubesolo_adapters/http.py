@@ -54,6 +54,10 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 _USER_AGENT = "kubesolo-update"
 
 
+class _TooSlow(Exception):
+    """The transfer stayed under the minimum speed for a whole window."""
+
+
 class _Retry(Exception):
     """A failed attempt worth another try."""
 
@@ -116,7 +120,13 @@ class HttpFetcher:
     max_backoff: float = 30
     verify: bool | str = True
     chunk_size: int = 1 << 20
+    #: abort (and resume) a transfer slower than ``min_speed`` bytes/s over a
+    #: whole ``speed_window`` (curl's --speed-limit/--speed-time): read timeouts
+    #: alone let a server that trickles a byte now and then hold a box forever
+    min_speed: float = 1024
+    speed_window: float = 60
     sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
 
     # ----------------------------------------------------------------- plumbing
 
@@ -396,8 +406,19 @@ class _Download:
                 if response is None:
                     response, skip = self.connect(got, whole_limit=self.size)
                 start = got
+                window_start = self.fetcher.monotonic()
+                window_bytes = 0
                 try:
                     for part in response.iter_raw():
+                        window_bytes += len(part)
+                        now = self.fetcher.monotonic()
+                        if now - window_start >= self.fetcher.speed_window:
+                            if window_bytes < self.fetcher.min_speed * (now - window_start):
+                                raise _TooSlow(
+                                    f"slower than {self.fetcher.min_speed:.0f} bytes/s for "
+                                    f"{now - window_start:.0f} s ({window_bytes} bytes)"
+                                )
+                            window_start, window_bytes = now, 0
                         chunk = part
                         if skip:
                             drop = min(skip, len(chunk))
@@ -417,6 +438,9 @@ class _Download:
                             if progress is not None:
                                 progress(got, self.size)
                     cause = f"the body ended after {got} of {self.size} bytes"
+                except _TooSlow as slow:
+                    cause = str(slow)
+                    start = got  # a crawl is no progress: it must not refill the budget
                 except httpx.HTTPError as exc:
                     cause = _transport_cause(exc)
                     if _is_cert_failure(exc) or not isinstance(exc, httpx.TransportError):

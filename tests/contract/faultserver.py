@@ -164,6 +164,15 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "stall":
             if self._send(body[: fault.at]):
                 state.stop.wait(fault.seconds)
+        elif kind == "trickle":
+            # `delta` bytes every `seconds`: never silent long enough for a read
+            # timeout, never fast enough to finish. Bounded by `at` bytes.
+            sent = 0
+            while sent < min(fault.at, len(body)) and not state.stop.is_set():
+                if not self._send(body[sent : sent + fault.delta]):
+                    return
+                sent += fault.delta
+                state.stop.wait(fault.seconds)
         else:
             raise ValueError(f"unknown fault {kind!r}")
 
