@@ -362,7 +362,16 @@ def activate(
     agent = _run(ctx).agent()
     state = agent.activate()
     slot = state.target_slot.value if state.target_slot else "?"
-    _out(f"slot {slot} ({state.to_version}) activated: reboot to start its trial")
+    if agent.boot_env.kind == "tryboot" and not reboot:
+        # A plain reboot (or a power cut) returns to the committed partition: the
+        # Pi firmware runs a trial only for a reboot that carries the tryboot flag.
+        _out(
+            f"slot {slot} ({state.to_version}) activated: start its trial with "
+            "`reboot '0 tryboot'` (or `kubesolo-update activate --reboot`); a plain "
+            "reboot boots the committed slot"
+        )
+    else:
+        _out(f"slot {slot} ({state.to_version}) activated: reboot to start its trial")
     if reboot:
         agent.boot_env.request_reboot()
 
