@@ -371,3 +371,20 @@ def test_missing_slot_is_a_clear_refusal(world: World) -> None:
     r = world.invoke("apply", slot_b=str(world.root / "missing.img"))
     assert r.exit_code == ExitCode.REFUSED
     assert "passive slot not found" in _one_error_line(r)
+
+
+def test_activate_on_tryboot_says_how_to_start_the_trial(world: World) -> None:
+    # A Pi: autoboot.txt + a device tree folder; the reboot call is never made here.
+    autoboot = world.root / "autoboot.txt"
+    autoboot.write_text("[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n")
+    tryboot = {
+        "bootloader": "tryboot",
+        "autoboot": str(autoboot),
+        "device_tree": str(world.root / "dt"),
+    }
+    world.publish("1.1.0")
+    assert world.invoke("apply", **tryboot).exit_code == 0
+    r = world.invoke("activate", **tryboot)
+    assert r.exit_code == 0, r.output
+    assert "reboot '0 tryboot'" in r.stdout
+    assert "boot_partition=3" in autoboot.read_text()
