@@ -22,6 +22,6 @@ if ((${#missing[@]})); then
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # tests/hardware downloads a Debian kernel package with `apt-get download`: it needs the lists.
-ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || apt-get update -q
+ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -q
 # kubectl: the machine's own if present, else Debian's kubernetes-client.
 command -v kubectl >/dev/null 2>&1 || apt-get install -y -q --no-install-recommends kubernetes-client
