@@ -128,7 +128,9 @@ def test_scripts_parse_with_sh(script: str) -> None:
         assert proc.returncode == 0, f"{shell}: {proc.stderr}"
 
 
-def _stub_agent(tmp_path: Path, health_rc: int, reboot_required: bool) -> Path:
+def _stub_agent(
+    tmp_path: Path, health_rc: int, reboot_required: bool, verdict: str = "consistent"
+) -> Path:
     stub = tmp_path / "agent"
     flag = str(reboot_required).lower()
     stub.write_text(
@@ -136,7 +138,8 @@ def _stub_agent(tmp_path: Path, health_rc: int, reboot_required: bool) -> Path:
         f'echo "$@" >> {tmp_path}/calls\n'
         'case "$1" in\n'
         f"  healthcheck) exit {health_rc} ;;\n"
-        f"  status) printf '{{\\n  \"reboot_required\": {flag}\\n}}\\n' ;;\n"
+        f'  status) printf \'{{\\n  "reboot_required": {flag},\\n'
+        f'  "reconciliation": {{"verdict": "{verdict}"}}\\n}}\\n\' ;;\n'
         "esac\n"
     )
     stub.chmod(0o755)
@@ -144,18 +147,25 @@ def _stub_agent(tmp_path: Path, health_rc: int, reboot_required: bool) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("health_rc", "reboot_required", "rebooted", "rc"),
+    ("health_rc", "reboot_required", "verdict", "rebooted", "rc"),
     [
-        (0, False, False, 0),
-        (4, True, True, 4),  # auto-rollback or a trial the bootloader gave up on
-        (4, False, False, 4),  # unhealthy, nothing to switch to: no reboot loop
-        (1, True, False, 1),  # the check itself failed: leave the box alone
+        (0, False, "in_trial", False, 0),  # healthy (and committed by the check)
+        (4, True, "consistent", True, 4),  # auto-rollback or a trial the bootloader gave up on
+        (4, False, "in_trial", True, 4),  # unhealthy trial: the reboot counts it down
+        (4, False, "consistent", False, 4),  # unhealthy, committed: no reboot loop
+        (4, False, "pending_reboot", False, 4),  # activated, not yet rebooted: operator's call
+        (1, True, "in_trial", False, 1),  # the check itself failed: leave the box alone
     ],
 )
-def test_boot_helper_reboots_only_when_the_next_boot_differs(
-    tmp_path: Path, health_rc: int, reboot_required: bool, rebooted: bool, rc: int
+def test_boot_helper_reboots_only_when_it_moves_the_box_on(
+    tmp_path: Path,
+    health_rc: int,
+    reboot_required: bool,
+    verdict: str,
+    rebooted: bool,
+    rc: int,
 ) -> None:
-    stub = _stub_agent(tmp_path, health_rc, reboot_required)
+    stub = _stub_agent(tmp_path, health_rc, reboot_required, verdict)
     marker = tmp_path / "rebooted"
     proc = subprocess.run(
         ["sh", str(DEPLOY / "kubesolo-update-boot")],
@@ -179,7 +189,9 @@ def test_reboot_required_is_what_status_json_prints() -> None:
     from kubesolo_entrypoints.render import dumps
 
     assert '"reboot_required": true' in dumps({"reboot_required": True})
-    assert "reboot_required" in (DEPLOY / "kubesolo-update-boot").read_text()
+    assert '"verdict": "in_trial"' in dumps({"reconciliation": {"verdict": "in_trial"}})
+    helper = (DEPLOY / "kubesolo-update-boot").read_text()
+    assert '"reboot_required": true' in helper and '"verdict": "in_trial"' in helper
 
 
 def test_init_script_runs_the_boot_helper() -> None:
