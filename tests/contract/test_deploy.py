@@ -147,25 +147,21 @@ def _stub_agent(
 
 
 @pytest.mark.parametrize(
-    ("health_rc", "reboot_required", "verdict", "rebooted", "rc"),
+    ("case", "rebooted", "rc"),
     [
-        (0, False, "in_trial", False, 0),  # healthy (and committed by the check)
-        (4, True, "consistent", True, 4),  # auto-rollback or a trial the bootloader gave up on
-        (4, False, "in_trial", True, 4),  # unhealthy trial: the reboot counts it down
-        (4, False, "consistent", False, 4),  # unhealthy, committed: no reboot loop
-        (4, False, "pending_reboot", False, 4),  # activated, not yet rebooted: operator's call
-        (1, True, "in_trial", False, 1),  # the check itself failed: leave the box alone
+        # case = (healthcheck exit code, status reboot_required, status verdict)
+        ((0, False, "in_trial"), False, 0),  # healthy (and committed by the check)
+        ((4, True, "consistent"), True, 4),  # auto-rollback or a trial the bootloader gave up on
+        ((4, False, "in_trial"), True, 4),  # unhealthy trial: the reboot counts it down
+        ((4, False, "consistent"), False, 4),  # unhealthy, committed: no reboot loop
+        ((4, False, "pending_reboot"), False, 4),  # activated, not yet rebooted: operator's call
+        ((1, True, "in_trial"), False, 1),  # the check itself failed: leave the box alone
     ],
 )
 def test_boot_helper_reboots_only_when_it_moves_the_box_on(
-    tmp_path: Path,
-    health_rc: int,
-    reboot_required: bool,
-    verdict: str,
-    rebooted: bool,
-    rc: int,
+    tmp_path: Path, case: tuple[int, bool, str], rebooted: bool, rc: int
 ) -> None:
-    stub = _stub_agent(tmp_path, health_rc, reboot_required, verdict)
+    stub = _stub_agent(tmp_path, *case)
     marker = tmp_path / "rebooted"
     proc = subprocess.run(
         ["sh", str(DEPLOY / "kubesolo-update-boot")],
