@@ -220,9 +220,11 @@ class TestKubectlOnly:
         kube = KubectlKube(node_name=NODE)
         assert kube.node_labels() == {"a": "b"}
 
-    def test_runs_without_home(self, kubectl_world: KubectlWorld) -> None:
-        # An init script may run with no HOME at all.
+    def test_runs_without_home(self, kubectl_world: KubectlWorld, tmp_path: Path) -> None:
+        # An init script may run with no HOME at all. (Without HOME the kubectl
+        # dispatcher caches under ./.kube: run from the test's own folder.)
         with pytest.MonkeyPatch.context() as mp:
             mp.delenv("HOME")
+            mp.chdir(tmp_path)
             assert "HOME" not in os.environ
             assert kubectl_world.kube.apiserver_ready() is True
