@@ -56,7 +56,7 @@ from pathlib import Path
 
 import attrs
 
-from kubesolo_adapters.streams import raw_chunks
+from kubesolo_adapters.streams import raw_chunks, tapped
 from kubesolo_core.errors import SlotError, VerifyError
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
 from kubesolo_core.release import ImageSpec
@@ -458,12 +458,6 @@ class BlockSlotStore:
     ) -> tuple[str, int]:
         served = hashlib.sha256()
         plain = image.compression == "none"
-
-        def tap() -> Iterator[bytes]:
-            for chunk in chunks:
-                served.update(chunk)
-                yield chunk
-
         sink = _Sink(
             fd,
             path,
@@ -477,7 +471,8 @@ class BlockSlotStore:
         try:
             # 1 MiB pieces through the queue; the sink batches them into chunk_size writes.
             piece = min(self.chunk_size, 1 << 20)
-            for raw in raw_chunks(chunks if plain else tap(), image.compression, piece):
+            served_stream = chunks if plain else tapped(chunks, served)
+            for raw in raw_chunks(served_stream, image.compression, piece):
                 if written + len(raw) > image.raw_size:
                     raise VerifyError(
                         f"image decompresses to more than its raw_size {image.raw_size} bytes; "

@@ -27,7 +27,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from kubesolo_adapters.streams import hashed, raw_chunks
+from kubesolo_adapters.streams import hashed, raw_chunks, tapped
 from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
 from kubesolo_core.codec import dumps_state, loads_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
@@ -234,18 +234,12 @@ class MemorySlotStore:
         if capacity is None:
             raise SlotError(f"slot {slot.value} not found")
         served = hashlib.sha256()
-
-        def tap(stream: Iterator[bytes]) -> Iterator[bytes]:
-            for chunk in stream:
-                served.update(chunk)
-                yield chunk
-
         if image.raw_size > capacity:
             raise SlotError(
                 f"slot {slot.value} holds {capacity} bytes, the image needs {image.raw_size}"
             )
         buf = bytearray()
-        for raw in raw_chunks(tap(chunks), image.compression, piece=1 << 16):
+        for raw in raw_chunks(tapped(chunks, served), image.compression, piece=1 << 16):
             buf += raw
             if len(buf) > image.raw_size:
                 # What hit the disk before the excess was noticed: torn.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from kubesolo_core.errors import FetchError, VerifyError
 
@@ -91,6 +91,13 @@ def raw_chunks(served: Iterator[bytes], compression: str, piece: int = 4 << 20) 
     if compression == "zstd":
         return _unzstd(served, piece)
     raise VerifyError(f"unknown compression {compression!r} (none, gzip, zstd)")
+
+
+def tapped(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
+    """Pass ``chunks`` through, feeding each to ``digest`` (a hashlib object) on the way."""
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
 
 
 def hashed(chunks: Iterable[bytes], *, size: int, sha256: str, what: str) -> Iterator[bytes]:
