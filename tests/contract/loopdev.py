@@ -107,6 +107,33 @@ def mounted(dev: str, where: Path, options: str = "ro") -> Iterator[Path]:
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
+    """A tmpfs at ``mountpoint`` for the block (``ro``, ``size=64k``...); unmounted after."""
+    mountpoint.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def fill_up(directory: Path, name: str = "filler", limit: int = 1000) -> Path:
+    """Write 4 KiB blocks to ``directory/name`` until ENOSPC (at most ``limit`` blocks)."""
+    path = directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(limit):
+            try:
+                os.write(fd, b"\0" * 4096)
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    return path
+
+
 def read_bytes(path: str, size: int, offset: int = 0) -> bytes:
     """``size`` bytes of a device or file from ``offset``, bypassing nothing but Python."""
     with Path(path).open("rb", buffering=0) as fh:

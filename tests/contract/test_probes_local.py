@@ -27,6 +27,7 @@ import attrs
 import pytest
 
 from kubesolo_adapters.probes import PROBE_NAME, LocalProbes
+from tests.contract.loopdev import fill_up, tmpfs
 from tests.contract.probes_suite import ProbesContract, UrlKind
 from tests.tools import require_root, require_tool
 
@@ -342,19 +343,6 @@ class TestProbeUrl:
 # --------------------------------------------------------------------------- disk
 
 
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at ``mountpoint`` for the block; unmounted after."""
-    mountpoint.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], check=True)
-    try:
-        yield mountpoint
-    finally:
-        result = subprocess.run(["umount", str(mountpoint)], check=False)
-        if result.returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
-
-
 class TestDiskProbe:
     """Failure reasons name the path and the errno; nothing is left behind."""
 
@@ -388,15 +376,7 @@ class TestDiskProbe:
         require_tool("mount")
         require_root()
         with tmpfs(tmp_path / "full", "size=64k") as full:
-            fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                for _ in range(1000):  # 64 KiB fills long before 4 MB
-                    try:
-                        os.write(fd, b"\0" * 4096)
-                    except OSError:
-                        break
-            finally:
-                os.close(fd)
+            fill_up(full)  # 4 KiB blocks until ENOSPC
             probes = LocalProbes(containerd_socket=sockdir / "x", data_dir=full, timeout=TIMEOUT)
             result = probes.disk_writable()
             leftovers = sorted(p.name for p in full.iterdir())

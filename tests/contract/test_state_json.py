@@ -23,6 +23,7 @@ from kubesolo_adapters.statefile import JsonStateStore
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.errors import CorruptState, OperationFailed
 from kubesolo_core.lifecycle import Phase, UpdateState
+from tests.contract.loopdev import fill_up, tmpfs
 from tests.contract.state_suite import CORRUPT, RICH, StateContract
 from tests.tools import require_root, require_tool
 
@@ -94,18 +95,6 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
-
-
-@contextlib.contextmanager
-def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at ``mountpoint`` for the block; unmounted after."""
-    mountpoint.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], check=True)
-    try:
-        yield mountpoint
-    finally:
-        if subprocess.run(["umount", str(mountpoint)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def temp_leftovers(directory: Path) -> list[str]:
@@ -210,15 +199,7 @@ class TestJsonFile:
         with tmpfs(tmp_path / "full", "size=64k") as full:
             store = JsonStateStore(full / "state.json")
             store.save(RICH)
-            fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                for _ in range(1000):  # 64 KiB fills long before 4 MB
-                    try:
-                        os.write(fd, b"\0" * 4096)
-                    except OSError:
-                        break
-            finally:
-                os.close(fd)
+            fill_up(full)  # 4 KiB blocks until ENOSPC
             big = UpdateState(phase=Phase.FAILED, last_error="x" * 8192)
             with pytest.raises(OperationFailed) as info:
                 store.save(big)
