@@ -54,16 +54,7 @@ def sample_box(root: Path) -> list[str]:
         updated_at=now,
     )
     (root / "state.json").write_text(dumps_state(state))
-    return [
-        "--config", "/dev/null",
-        "--state", str(root / "state.json"),
-        "--bootloader", "grub",
-        "--grubenv", str(box.grubenv),
-        "--slot-a", str(box.slot(Slot.A)),
-        "--slot-b", str(box.slot(Slot.B)),
-        "--cmdline", str(box.cmdline),
-        "status", "--json",
-    ]  # fmt: skip
+    return [*box.cli_args(root / "state.json"), "status", "--json"]
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:

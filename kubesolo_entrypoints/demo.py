@@ -161,6 +161,18 @@ class Sandbox:
     def slot(self, slot: Slot) -> Path:
         return self.root / f"slot-{slot.value}.img"
 
+    def cli_args(self, state: Path) -> list[str]:
+        """Global options that point the CLI at this box (no config file, GRUB)."""
+        return [
+            "--config", "/dev/null",
+            "--state", str(state),
+            "--bootloader", "grub",
+            "--grubenv", str(self.grubenv),
+            "--slot-a", str(self.slot(Slot.A)),
+            "--slot-b", str(self.slot(Slot.B)),
+            "--cmdline", str(self.cmdline),
+        ]  # fmt: skip
+
     def boot(self) -> tuple[Slot, str]:
         """Play the firmware: the GRUB model on the grubenv variables, then a new kernel."""
         from kubesolo_adapters.grub import MANAGED

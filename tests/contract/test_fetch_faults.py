@@ -292,19 +292,24 @@ def test_progress_is_reported_in_served_bytes(server: FaultServer, fetcher: Http
     assert hashlib.sha256(got).hexdigest() == spec.sha256
 
 
+def slow_guarded(*, retries: int, window: float) -> HttpFetcher:
+    """A fetcher that gives up on anything under 100 kB/s over ``window`` seconds."""
+    return HttpFetcher(
+        connect_timeout=2,
+        read_timeout=0.3,
+        retries=retries,
+        backoff=0.01,
+        max_backoff=0.05,
+        min_speed=100_000,
+        speed_window=window,
+    )
+
+
 def test_a_trickling_server_is_cut_off_and_resumed(server: FaultServer) -> None:
     # 200 bytes every 0.05 s: never silent for the 0.3 s read timeout, yet far
     # below 100 kB/s. Each attempt is abandoned after its 0.4 s window and
     # resumed with Range from where it stopped; the healthy retry finishes.
-    fetcher = HttpFetcher(
-        connect_timeout=2,
-        read_timeout=0.3,
-        retries=3,
-        backoff=0.01,
-        max_backoff=0.05,
-        min_speed=100_000,
-        speed_window=0.4,
-    )
+    fetcher = slow_guarded(retries=3, window=0.4)
     data = payload(200_000, b"trickle")
     server.inject(Fault("trickle", at=10_000, delta=200, seconds=0.05))
     started = time.monotonic()
@@ -316,15 +321,7 @@ def test_a_trickling_server_is_cut_off_and_resumed(server: FaultServer) -> None:
 
 
 def test_a_server_that_only_trickles_is_given_up(server: FaultServer) -> None:
-    fetcher = HttpFetcher(
-        connect_timeout=2,
-        read_timeout=0.3,
-        retries=2,
-        backoff=0.01,
-        max_backoff=0.05,
-        min_speed=100_000,
-        speed_window=0.3,
-    )
+    fetcher = slow_guarded(retries=2, window=0.3)
     data = payload(200_000, b"trickle")
     server.always(Fault("trickle", at=200_000, delta=100, seconds=0.05))
     started = time.monotonic()

@@ -59,13 +59,7 @@ def test_status_json_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
     box.boot_id.write_text("z\n")
     proc = run(
         pyz,
-        "--config", "/dev/null",
-        "--state", str(tmp_path / "state.json"),
-        "--bootloader", "grub",
-        "--grubenv", str(box.grubenv),
-        "--slot-a", str(box.slot(Slot.A)),
-        "--slot-b", str(box.slot(Slot.B)),
-        "--cmdline", str(box.cmdline),
+        *box.cli_args(tmp_path / "state.json"),
         "status", "--json",
         env={"KUBESOLO_UPDATE_BOOT_ID": str(box.boot_id)},
     )  # fmt: skip

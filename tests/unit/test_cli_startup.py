@@ -34,16 +34,7 @@ def test_status_json_does_not_import_heavy_modules(tmp_path: Path) -> None:
         box.slot(slot).write_bytes(b"\0" * 65536)
     box.cmdline.write_text("kubesolo.slot=A\n")
     box.boot_id.write_text("one\n")
-    args = [
-        "--config", "/dev/null",
-        "--state", str(tmp_path / "state.json"),
-        "--bootloader", "grub",
-        "--grubenv", str(box.grubenv),
-        "--slot-a", str(box.slot(Slot.A)),
-        "--slot-b", str(box.slot(Slot.B)),
-        "--cmdline", str(box.cmdline),
-        "status", "--json",
-    ]  # fmt: skip
+    args = [*box.cli_args(tmp_path / "state.json"), "status", "--json"]
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, ",".join(FORBIDDEN), *args],
         capture_output=True,
