@@ -12,6 +12,7 @@ pkgs=(
   containerd                                      # a real containerd for the probe's contract case
   openssl                                         # the https test makes a self-signed certificate
   zstd gzip curl
+  rauc squashfs-tools swupdate dbus-daemon dbus-bin time   # bench/apply_vs_peers.py and its smoke test
 )
 missing=()
 for p in "${pkgs[@]}"; do
