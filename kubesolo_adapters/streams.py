@@ -10,7 +10,7 @@ from typing import IO, Any, cast
 from kubesolo_core.errors import FetchError, VerifyError
 
 
-class _IterReader:
+class IterReader:
     """A ``read(n)`` face on an iterator of byte chunks (for zstandard's stream_reader)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
@@ -63,7 +63,7 @@ def _unzstd(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
     import zstandard
 
     reader = zstandard.ZstdDecompressor().stream_reader(
-        cast("IO[bytes]", _IterReader(chunks)), read_size=1 << 17, read_across_frames=True
+        cast("IO[bytes]", IterReader(chunks)), read_size=1 << 17, read_across_frames=True
     )
     try:
         while True:

@@ -7,8 +7,10 @@ images written are real ext4 (or vfat) filesystems with a ``version`` file.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,17 +52,39 @@ def slot_files(tmp_path: Path) -> dict[Slot, Path]:
     }
 
 
+def file_rig(
+    slot_files: dict[Slot, Path], images: ImageFactory, tmp_path: Path, **store: Any
+) -> SlotRig:
+    specs = {slot: str(path) for slot, path in slot_files.items()}
+    return SlotRig(
+        store=BlockSlotStore(specs, **store),
+        capacity=CAPACITY,
+        image=lambda slot, version: images.image(label=LABELS[slot], version=version),
+        missing=BlockSlotStore({**specs, Slot.B: str(tmp_path / "absent.img")}),
+        raw=lambda slot, n: read_bytes(specs[slot], n),
+    )
+
+
 class TestImageFileSlotStore(SlotStoreContract):
     @pytest.fixture
     def rig(self, slot_files: dict[Slot, Path], images: ImageFactory, tmp_path: Path) -> SlotRig:
-        specs = {slot: str(path) for slot, path in slot_files.items()}
-        return SlotRig(
-            store=BlockSlotStore(specs, chunk_size=1 << 20),
-            capacity=CAPACITY,
-            image=lambda slot, version: images.image(label=LABELS[slot], version=version),
-            missing=BlockSlotStore({**specs, Slot.B: str(tmp_path / "absent.img")}),
-            raw=lambda slot, n: read_bytes(specs[slot], n),
-        )
+        return file_rig(slot_files, images, tmp_path, chunk_size=1 << 20)
+
+
+class TestImageFileSlotStoreSmallPieces(SlotStoreContract):
+    """64 KiB buffers: the read-back runs in 1 MiB stretches while the image still streams."""
+
+    @pytest.fixture
+    def rig(self, slot_files: dict[Slot, Path], images: ImageFactory, tmp_path: Path) -> SlotRig:
+        return file_rig(slot_files, images, tmp_path, chunk_size=64 << 10)
+
+
+class TestImageFileSlotStoreThroughThePageCache(SlotStoreContract):
+    """O_DIRECT off (as where a file system refuses it): page cache, fsync, cache drop."""
+
+    @pytest.fixture
+    def rig(self, slot_files: dict[Slot, Path], images: ImageFactory, tmp_path: Path) -> SlotRig:
+        return file_rig(slot_files, images, tmp_path, direct_io=False)
 
 
 # --------------------------------------------------------------------------- file-only behaviour
@@ -119,6 +143,62 @@ def test_a_write_cut_short_keeps_the_old_head(
     assert read_bytes(str(slot_files[Slot.B]), HEAD_BYTES) == head_before
     # the bytes after the head did change: the write really happened
     assert read_bytes(str(slot_files[Slot.B]), 1 << 20, offset=2 << 20) == data[2 << 20 : 3 << 20]
+
+
+def test_an_image_that_does_not_verify_never_gets_its_head(
+    slot_files: dict[Slot, Path], images: ImageFactory
+) -> None:
+    """The head is written only after the rest read back right: a bad image keeps the old one."""
+    store = BlockSlotStore({s: str(p) for s, p in slot_files.items()})
+    head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
+    raw = images.image(label="KFILEB", version="2.0.0")
+    data, spec = served(raw, "zstd")
+    lying = ImageSpec(
+        url=spec.url,
+        sha256=spec.sha256,
+        size=spec.size,
+        compression="zstd",
+        raw_size=spec.raw_size,
+        raw_sha256=hashlib.sha256(b"another image").hexdigest(),
+    )
+    with pytest.raises(VerifyError, match="reads back SHA-256"):
+        store.write_image(Slot.B, chunked(data), lying)
+    assert read_bytes(str(slot_files[Slot.B]), HEAD_BYTES) == head_before
+    # the rest was written (and read back): only the head was held back
+    assert read_bytes(str(slot_files[Slot.B]), 1 << 20, offset=2 << 20) == raw[2 << 20 : 3 << 20]
+
+
+@pytest.mark.parametrize("direct_io", [True, False], ids=["o_direct", "page_cache"])
+def test_the_read_back_sees_the_medium_not_what_was_sent(
+    slot_files: dict[Slot, Path], images: ImageFactory, direct_io: bool
+) -> None:
+    """A byte changed on the medium after the writer wrote it fails the read-back.
+
+    The change is made through another descriptor once the stream has ended
+    (so before the read-back starts: the image is smaller than one
+    read-back stretch), after the writer's bytes are seen at that offset.
+    """
+    path = slot_files[Slot.B]
+    store = BlockSlotStore(
+        {Slot.A: str(slot_files[Slot.A]), Slot.B: str(path)}, direct_io=direct_io
+    )
+    head_before = read_bytes(str(path), HEAD_BYTES)
+    data, spec = served(images.image(label="KFILEB", version="2.0.0"), "none")
+    where = 2 << 20
+
+    def then_tamper() -> Iterator[bytes]:
+        yield from chunked(data)
+        deadline = time.monotonic() + 30
+        while read_bytes(str(path), 4096, offset=where) != data[where : where + 4096]:
+            assert time.monotonic() < deadline, "the writer never wrote offset 2 MiB"
+            time.sleep(0.01)
+        with path.open("r+b") as fh:
+            fh.seek(where)
+            fh.write(bytes([data[where] ^ 0xFF]))
+
+    with pytest.raises(VerifyError, match="reads back SHA-256"):
+        store.write_image(Slot.B, then_tamper(), spec)
+    assert read_bytes(str(path), HEAD_BYTES) == head_before
 
 
 def test_directory_is_not_a_slot(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -65,15 +66,17 @@ def loops(tmp_path: Path) -> Iterator[dict[Slot, str]]:
         yield {Slot.A: dev_a, Slot.B: dev_b}
 
 
-def label_store() -> BlockSlotStore:
-    return BlockSlotStore({slot: f"LABEL={label}" for slot, label in LABELS.items()})
+def label_store(**store: Any) -> BlockSlotStore:
+    return BlockSlotStore({slot: f"LABEL={label}" for slot, label in LABELS.items()}, **store)
 
 
 class TestLoopDeviceSlotStore(SlotStoreContract):
+    store: ClassVar[dict[str, Any]] = {}
+
     @pytest.fixture
     def rig(self, loops: dict[Slot, str], images: ImageFactory) -> SlotRig:
         return SlotRig(
-            store=label_store(),
+            store=label_store(**self.store),
             capacity=CAPACITY,
             image=lambda slot, version: images.image(label=LABELS[slot], version=version),
             missing=BlockSlotStore(
@@ -81,6 +84,12 @@ class TestLoopDeviceSlotStore(SlotStoreContract):
             ),
             raw=lambda slot, n: read_bytes(loops[slot], n),
         )
+
+
+class TestLoopDeviceSlotStoreSmallPieces(TestLoopDeviceSlotStore):
+    """64 KiB buffers: O_DIRECT writes and the read-back in 1 MiB stretches while streaming."""
+
+    store: ClassVar[dict[str, Any]] = {"chunk_size": 64 << 10}
 
 
 # --------------------------------------------------------------------------- device-only behaviour
