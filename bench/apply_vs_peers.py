@@ -240,7 +240,11 @@ class Timed:
 
 
 def timed(
-    argv: list[str], *, env: dict[str, str] | None = None, done_marker: str | None = None
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    done_marker: str | None = None,
+    cwd: Path | None = None,
 ) -> Timed:
     """Run ``argv``; wall time from exec to exit and the peak RSS of its process tree.
 
@@ -261,6 +265,7 @@ def timed(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
+            cwd=cwd,
             text=True,
             errors="replace",
         )
@@ -319,6 +324,8 @@ class Tool:
     kind: str  # "kubesolo-update" | "rauc" | "swupdate": the key of VERIFIES
     variant: str  # "none" | "zstd"
     run: Callable[[], tuple[Timed, int | None]] = field(repr=False)
+    #: the agent only: one run under bench/trace_cli.py (or -X importtime), its trace
+    traced: Callable[[bool], dict[str, Any]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -340,8 +347,15 @@ class World:
     sockets: Path
 
 
-def agent_tool(world: World, stack: contextlib.ExitStack, *, zstd: bool) -> Tool:
-    """kubesolo-update apply through the CLI, with its sandbox (grubenv, cmdline, kubectl)."""
+def agent_tool(
+    world: World, stack: contextlib.ExitStack, *, zstd: bool, src: Path = ROOT, tag: str = ""
+) -> Tool:
+    """kubesolo-update apply through the CLI, with its sandbox (grubenv, cmdline, kubectl).
+
+    ``src`` is the source tree the CLI is imported from (another checkout for
+    a before/after comparison in the same interleaved rounds), ``tag`` marks
+    its name in the table.
+    """
     from kubesolo_adapters.grubenv import PythonBackend
     from kubesolo_entrypoints import demo
     from tests.contract.fakeapi import FakeCluster, fake_api
@@ -378,7 +392,7 @@ def agent_tool(world: World, stack: contextlib.ExitStack, *, zstd: bool) -> Tool
     api_dir.mkdir(exist_ok=True)
     if not (api_dir / "kubeconfig").exists():
         stack.enter_context(fake_api(api_dir, FakeCluster(node_name=NODE)))
-    state = box_dir / ("state-zstd" if zstd else "state") / "state.json"
+    state = box_dir / f"state{'-zstd' if zstd else ''}{tag}" / "state.json"
     hwm_file = box_dir / "hwm"
     flags = [
         "--state", str(state),
@@ -398,13 +412,14 @@ def agent_tool(world: World, stack: contextlib.ExitStack, *, zstd: bool) -> Tool
         "KUBESOLO_UPDATE_BOOT_ID": str(sandbox.boot_id),
         "KUBESOLO_UPDATE_LOG_FORMAT": "json",
         "BENCH_HWM_FILE": str(hwm_file),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(src),
     }
 
     def run() -> tuple[Timed, int | None]:
         shutil.rmtree(state.parent, ignore_errors=True)  # apply must write again
         hwm_file.unlink(missing_ok=True)
-        result = timed([sys.executable, "-c", _AGENT_MAIN, *flags, "apply"], env=env)
+        # cwd: the box's folder, so that ``python -c`` imports the CLI from ``src`` alone
+        result = timed([sys.executable, "-c", _AGENT_MAIN, *flags, "apply"], env=env, cwd=box_dir)
         if result.returncode != 0 or "staged on slot B (verified)" not in result.output:
             raise SystemExit(
                 f"kubesolo-update apply failed ({result.returncode}):\n{result.output}"
@@ -412,11 +427,34 @@ def agent_tool(world: World, stack: contextlib.ExitStack, *, zstd: bool) -> Tool
         own = int(hwm_file.read_text()) * 1024 if hwm_file.exists() else None
         return result, own
 
+    def traced(importtime: bool) -> dict[str, Any]:
+        """One apply with a clock on each port call (or with -X importtime)."""
+        shutil.rmtree(state.parent, ignore_errors=True)
+        trace = box_dir / "trace.json"
+        trace.unlink(missing_ok=True)
+        argv = [sys.executable, str(ROOT / "bench" / "trace_cli.py"), *flags, "apply"]
+        if importtime:
+            argv = [sys.executable, "-X", "importtime", "-c", _AGENT_MAIN, *flags, "apply"]
+        start = time.time()
+        proc = subprocess.run(
+            argv, env={**env, "BENCH_TRACE_FILE": str(trace)}, cwd=box_dir,
+            capture_output=True, text=True, check=False, timeout=RUN_TIMEOUT,
+        )  # fmt: skip
+        end = time.time()
+        if proc.returncode != 0:
+            raise SystemExit(f"traced apply failed ({proc.returncode}):\n{proc.stderr}")
+        if importtime:
+            return {"stderr": proc.stderr, "wall": end - start}
+        doc: dict[str, Any] = json.loads(trace.read_text())
+        doc["start_wall"], doc["end_wall"] = start, end
+        return doc
+
     return Tool(
-        name="kubesolo-update" + (" zstd" if zstd else ""),
+        name="kubesolo-update" + tag + (" zstd" if zstd else ""),
         kind="kubesolo-update",
         variant="zstd" if zstd else "none",
         run=run,
+        traced=traced,
     )
 
 
@@ -644,10 +682,16 @@ def summarize(tools: list[Tool], runs: list[Run]) -> dict[str, dict[str, float |
 
 
 def ratio_pairs(tools: list[Tool]) -> list[tuple[str, str]]:
-    """(agent, peer) pairs to compare: each agent variant against every peer."""
+    """(agent, peer) pairs: each agent variant against every peer, and now against @base."""
+    names = {t.name for t in tools}
     agents = [t.name for t in tools if t.kind == "kubesolo-update"]
     peers = [t.name for t in tools if t.kind != "kubesolo-update"]
-    return [(a, p) for a in agents for p in peers]
+    pairs = [(a, p) for a in agents if "@base" not in a for p in peers]
+    for a in agents:
+        base = a.replace("kubesolo-update", "kubesolo-update@base", 1)
+        if "@base" not in a and base in names:
+            pairs.append((a, base))
+    return pairs
 
 
 def print_report(
@@ -695,7 +739,7 @@ def print_report(
         ]
         ratios[f"{a} / {p}"] = value
         print(
-            f"  {a:20} / {p:14} {value:5.2f}   (median of per-round ratios "
+            f"  {a:20} / {p:25} {value:5.2f}   (median of per-round ratios "
             f"{statistics.median(per_round):.2f})"
         )
     ok = all(r.sha_ok for r in runs)
@@ -715,6 +759,77 @@ def print_report(
     }
 
 
+# --------------------------------------------------------------------------- breakdown
+
+#: the write pipeline proper (what bench/apply_throughput.py times); the rest is "outside"
+PIPELINE = ("open image (HTTP request)", "write pipeline (stream, write, read back)")
+
+
+def breakdown(tool: Tool, runs: int, dev_b: str) -> dict[str, Any]:
+    """Where one ``apply`` spends its time: medians over ``runs`` traced runs, in ms."""
+    assert tool.traced is not None
+    per_run: list[dict[str, float]] = []
+    order: dict[str, tuple[float, int, float]] = {}  # label -> (first start, depth, calls)
+    for _ in range(runs):
+        run_checked(["blkdiscard", "-f", dev_b])
+        drop_caches(dev_b)
+        doc = tool.traced(False)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        top = 0.0
+        for label, start, duration, depth in doc["events"]:
+            sums[label] = sums.get(label, 0.0) + duration
+            counts[label] = counts.get(label, 0) + 1
+            if depth == 0:
+                top += duration
+            first = order.get(label)
+            if first is None or start < first[0]:
+                order[label] = (start, depth, counts[label])
+            else:
+                order[label] = (first[0], first[1], max(first[2], counts[label]))
+        sums["interpreter start (exec to the first line)"] = doc["t0_wall"] - doc["start_wall"]
+        sums["the rest of the CLI (typer, logging set-up, output)"] = doc["exit"] - top
+        sums["exit (atexit, interpreter teardown)"] = doc["end_wall"] - doc["t0_wall"] - doc["exit"]
+        sums["total"] = doc["end_wall"] - doc["start_wall"]
+        sums["outside the pipeline"] = sums["total"] - sum(sums.get(k, 0.0) for k in PIPELINE)
+        per_run.append(sums)
+    medians = {k: statistics.median(r.get(k, 0.0) for r in per_run) for k in per_run[0]}
+    print(f"\nbreakdown of `apply` ({tool.name}), median of {runs} runs, ms:")
+    rows = ["interpreter start (exec to the first line)"]
+    rows += sorted(order, key=lambda k: order[k][0])
+    rows += [
+        "the rest of the CLI (typer, logging set-up, output)",
+        "exit (atexit, interpreter teardown)",
+        "total",
+        "outside the pipeline",
+    ]
+    for label in rows:
+        depth = order.get(label, (0.0, 0, 1.0))[1]
+        calls = order.get(label, (0.0, 0, 1.0))[2]
+        name = ("  " * depth + label + (f" x{calls:g}" if calls > 1 else ""))[:62]
+        print(f"  {name:62} {medians.get(label, 0.0) * 1000:8.1f}")
+    return {"runs": per_run, "median_ms": {k: v * 1000 for k, v in medians.items()}}
+
+
+def import_times(tool: Tool) -> dict[str, float]:
+    """-X importtime of one apply: the cumulative ms of each top-level import, largest first."""
+    assert tool.traced is not None
+    doc = tool.traced(True)
+    roots: dict[str, float] = {}
+    for line in doc["stderr"].splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = (part.strip() for part in line[len("import time:") :].split("|"))
+        raw = line.rsplit("|", 1)[1]
+        if raw.startswith(" ") and not raw.startswith("  "):  # depth 0: one space after "|"
+            roots[name] = roots.get(name, 0.0) + int(cumulative) / 1000
+    total = sum(roots.values())
+    print(f"\n-X importtime of `apply` ({tool.name}): {total:.1f} ms in top-level imports")
+    for name, ms in sorted(roots.items(), key=lambda kv: -kv[1])[:15]:
+        print(f"  {name:40} {ms:7.1f}")
+    return {"total": total, **roots}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -725,6 +840,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zstd", action="store_true", help="add the zstd variants")
     parser.add_argument(
         "--fill", type=float, default=0.75, help="share of the image filled with real files"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also run the CLI from this source tree (e.g. `git archive main`), tagged @base",
+    )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the rounds, N traced applies: where the CLI's time goes (ms)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--workdir", type=Path, default=None, help="where images go (default tmp)")
@@ -781,6 +909,11 @@ def main(argv: list[str] | None = None) -> int:
                 rauc_tool(world, bus, zstd=True),
                 swupdate_tool(world, zstd=True),
             ]
+        if args.baseline_src:
+            base = args.baseline_src.resolve()
+            tools.append(agent_tool(world, stack, zstd=False, src=base, tag="@base"))
+            if args.zstd:
+                tools.append(agent_tool(world, stack, zstd=True, src=base, tag="@base"))
         for tool in tools:
             if tool.kind == "rauc":
                 bundle = work / ("rauc-zstd" if tool.variant == "zstd" else "rauc")
@@ -813,7 +946,14 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
         loads.append(os.getloadavg()[0])
-        report = print_report(args, world, tools, runs, loads)
+        report = print_report(args, world, tools, runs, loads) if runs else {"all_sha_ok": True}
+        if args.breakdown:
+            for tool in tools:
+                if tool.traced is not None and tool.variant == "none":
+                    report[f"breakdown {tool.name}"] = {
+                        **breakdown(tool, args.breakdown, dev_b),
+                        "imports": import_times(tool),
+                    }
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0 if report["all_sha_ok"] else 1

@@ -127,10 +127,19 @@ class HttpFetcher:
     speed_window: float = 60
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    #: built once: loading the CA store costs tens of ms, and apply opens two clients
+    _ssl_context: ssl.SSLContext | bool | None = attrs.field(
+        default=None, init=False, repr=False, eq=False
+    )
 
     # ----------------------------------------------------------------- plumbing
 
     def _ssl(self) -> ssl.SSLContext | bool:
+        if self._ssl_context is None:
+            self._ssl_context = self._make_ssl()
+        return self._ssl_context
+
+    def _make_ssl(self) -> ssl.SSLContext | bool:
         if self.verify is False:
             return False
         if isinstance(self.verify, str):
@@ -392,15 +401,14 @@ class _Download:
     ) -> Iterator[bytes]:
         """The image's bytes from the first response on, resuming after failures.
 
-        Network reads are gathered into chunks of ``chunk_size`` (fewer, larger
-        writes downstream); what was gathered when a connection breaks is
-        still yielded, so the resume starts exactly after it.
+        Each network read is passed on as it comes (httpx reads 64 KiB at a
+        time): gathering them into larger chunks would cost two copies of
+        every byte, and the slot writer batches its writes itself. Whatever
+        was yielded counts, so a resume starts exactly after it.
         """
         response: httpx.Response | None = first[0]
         skip = first[1]
         got = 0
-        buf = bytearray()
-        limit = self.fetcher.chunk_size
         try:
             while True:
                 if response is None:
@@ -424,19 +432,17 @@ class _Download:
                             drop = min(skip, len(chunk))
                             skip -= drop
                             chunk = chunk[drop:]
+                            if not chunk:
+                                continue
                         if got + len(chunk) > self.size:
                             self._give_up(
                                 f"the server sent more than the {self.size} bytes announced",
                                 retried=False,
                             )
                         got += len(chunk)
-                        buf += chunk
-                        if len(buf) >= limit:
-                            out = bytes(buf)
-                            buf.clear()
-                            yield out
-                            if progress is not None:
-                                progress(got, self.size)
+                        yield chunk
+                        if progress is not None:
+                            progress(got, self.size)
                     cause = f"the body ended after {got} of {self.size} bytes"
                 except _TooSlow as slow:
                     cause = str(slow)
@@ -448,12 +454,6 @@ class _Download:
                 finally:
                     response.close()
                     response = None
-                if buf:
-                    out = bytes(buf)
-                    buf.clear()
-                    yield out
-                    if progress is not None:
-                        progress(got, self.size)
                 if got == self.size and not skip:
                     return
                 if got > start:
