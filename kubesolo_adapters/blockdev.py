@@ -226,7 +226,7 @@ class BlockSlotStore:
     """The SlotStore port over block devices (found by label or path) and image files."""
 
     specs: Mapping[Slot, str]
-    #: the write buffers hold min(chunk_size, 1 MiB) each, the read-back buffers twice that
+    #: the write and read-back buffers hold min(chunk_size, 512 KiB) each (slotwrite.py)
     chunk_size: int = attrs.field(default=4 << 20, kw_only=True)
     resolver: Resolver = attrs.field(default=default_resolver, kw_only=True)
     #: False: write and read back through the page cache (as when O_DIRECT is refused)

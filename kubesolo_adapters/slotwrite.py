@@ -36,8 +36,9 @@ waits for the whole image, then fsyncs and drops the cache (``BLKFLSBUF``
 for a device, ``fadvise`` for a file) before it reads back, as the writer
 always did.
 
-Memory: the head (1 MiB), four write buffers and two read buffers of at most
-1 and 2 MiB, and a short queue of served chunks.
+Memory: the head (1 MiB), four write buffers and two read buffers of
+512 KiB, and a short queue of served chunks (about 4 MiB in all: the
+agent's whole process stays under 48 MiB).
 """
 
 from __future__ import annotations
@@ -68,11 +69,17 @@ ALIGN = 4096
 #: ioctls from <linux/fs.h> (BOOTLOADER-FACTS.md section 4)
 BLKFLSBUF = 0x1261
 BLKSSZGET = 0x1268
-#: write buffers; the network fills one while the writer writes the others
+#: write buffers of at most PIECE bytes; the network fills one while the writer writes others
 POOL = 4
+PIECE = 512 << 10
+#: O_DIRECT writes in flight at once (each thread waits for its own)
+WRITERS = 2
+#: the read-back reads this many write buffers' worth at a time (512 KiB by default)
+READ_PIECES = 1
 #: the verifier reads back a stretch once this many more write buffers were written
-#: (16 MiB with the default 1 MiB buffers: a few dozen fsyncs for a slot image)
-REGION_PIECES = 16
+#: (16 MiB with the default buffers: a few dozen fsyncs for a slot image, each a
+#: cache flush of the medium)
+REGION_PIECES = 64
 #: served chunks waiting for the decompressor
 SERVED_QUEUE = 4
 #: a batch of buffers is written with one pwritev
@@ -120,11 +127,14 @@ def _fsync(fd: int, path: str) -> None:
         raise SlotError(f"{path}: fsync failed: {exc.strerror}") from None
 
 
-class _Writer(threading.Thread):
-    """Writes full buffers in order at increasing offsets; counts what is written."""
+class _Writer:
+    """Writes full buffers at increasing offsets on WRITERS threads (O_DIRECT waits per write).
+
+    ``completed`` is the end of the longest prefix of the slot whose writes
+    have all returned; the verifier reads back up to it.
+    """
 
     def __init__(self, fd: int, path: str, *, start: int, direct: bool) -> None:
-        super().__init__(name="kubesolo-slot-writer", daemon=True)
         self.fd = fd
         self.path = path
         self.direct = direct
@@ -135,50 +145,76 @@ class _Writer(threading.Thread):
         self.completed = start
         self.finished = False
         self.error: BaseException | None = None
+        self._ends: dict[int, int] = {}  # start -> end of writes done beyond ``completed``
+        self._take = threading.Lock()  # one thread at a time gathers a contiguous batch
+        self._running = WRITERS
+        self._threads = [
+            threading.Thread(target=self._run, name=f"kubesolo-slot-writer-{n}", daemon=True)
+            for n in range(WRITERS)
+        ]
 
-    def run(self) -> None:
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def finish(self) -> None:
+        """Write what is queued, then stop (call once)."""
+        for _ in self._threads:
+            self.queue.put(None)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
         try:
-            self._loop()
+            while (batch := self._batch()) is not None:
+                self._write(batch)
         except BaseException as exc:  # handed to the caller's thread
-            self.error = exc
+            if self.error is None:
+                self.error = exc
             # Keep taking buffers back so the network side never waits on a dead writer.
             while self.queue.get() is not None:
                 pass
         finally:
             with self.cond:
-                self.finished = True
+                self._running -= 1
+                self.finished = self._running == 0
                 self.cond.notify_all()
 
-    def _loop(self) -> None:
-        while True:
+    def _batch(self) -> list[tuple[int, mmap.mmap, int]] | None:
+        """The next buffers in stream order (contiguous), or None when told to stop."""
+        with self._take:
             item = self.queue.get()
             if item is None:
-                return
+                return None
             batch = [item]
-            last = False
             while len(batch) < MAX_BATCH:
                 try:
                     nxt = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
-                    last = True
+                    self.queue.put(None)  # for the next round of this or another thread
                     break
                 batch.append(nxt)
-            offset = batch[0][0]
-            views = [memoryview(buf)[:length] for _, buf, length in batch]
-            try:
-                end = _write_at(self, offset, views)
-            finally:
-                for view in views:
-                    view.release()
-            for _, buf, _ in batch:
-                self.free.put(buf)
-            with self.cond:
-                self.completed = end
-                self.cond.notify_all()
-            if last:
-                return
+            return batch
+
+    def _write(self, batch: list[tuple[int, mmap.mmap, int]]) -> None:
+        offset = batch[0][0]
+        views = [memoryview(buf)[:length] for _, buf, length in batch]
+        try:
+            end = _write_at(self, offset, views)
+        finally:
+            for view in views:
+                view.release()
+        for _, buf, _ in batch:
+            self.free.put(buf)
+        with self.cond:
+            self._ends[offset] = end
+            while self.completed in self._ends:
+                self.completed = self._ends.pop(self.completed)
+            self.cond.notify_all()
 
 
 def _write_at(writer: _Writer, offset: int, views: list[memoryview]) -> int:
@@ -492,7 +528,7 @@ def write_verified(
     written: the slot keeps its old superblock and label.
     """
     size = image.raw_size
-    piece = max(ALIGN, min(piece, 1 << 20) // ALIGN * ALIGN)
+    piece = max(ALIGN, min(piece, PIECE) // ALIGN * ALIGN)
     head_len = min(HEAD_BYTES, size)
     direct = direct and _block_size_ok(fd) and _set_direct(fd, True)
     rfd, read_direct = _open_read(path, direct)
@@ -510,7 +546,7 @@ def write_verified(
         filler,
         direct=writer.direct,
         block=block,
-        read_size=max(2 * piece, _round_up(head_len)),
+        read_size=READ_PIECES * piece,
     )
     writer.start()
     verifier.start()
@@ -531,7 +567,7 @@ def write_verified(
         except _Aborted:
             pass  # the writer's error is raised below
         finally:
-            writer.queue.put(None)  # write what is queued, then stop
+            writer.finish()  # write what is queued, then stop
             writer.join()
         if writer.error is not None:
             raise writer.error
@@ -551,7 +587,6 @@ def write_verified(
         _write_head(writer, verifier, head, head_len, what)
     except BaseException:
         verifier.stop.set()
-        writer.queue.put(None)
         writer.join()
         verifier.join()
         raise
@@ -571,14 +606,16 @@ def _write_head(
         _write_at(writer, 0, [view[:length]])
         _fsync(writer.fd, writer.path)
         verifier.drop(0, length)
-        got = verifier.read_into(0, 0, length)
-        with memoryview(verifier.bufs[0]) as back:
-            if got != length or back[:length] != view[:length]:
-                raise VerifyError(
-                    f"{what}: the first {length} bytes read back differ from the image's "
-                    "(written last, after the rest verified)",
-                    way_out="the slot is not staged; check the disk (dmesg)",
-                )
+        for offset in range(0, length, verifier.read_size):
+            want = min(verifier.read_size, length - offset)
+            got = verifier.read_into(0, offset, want)
+            with memoryview(verifier.bufs[0]) as back:
+                if got != want or back[:want] != view[offset : offset + want]:
+                    raise VerifyError(
+                        f"{what}: the first {length} bytes read back differ from the image's "
+                        "(written last, after the rest verified)",
+                        way_out="the slot is not staged; check the disk (dmesg)",
+                    )
 
 
 def _take_plain(chunks: Iterator[bytes], filler: _Filler, progress: Progress | None) -> None:

@@ -72,11 +72,11 @@ class TestImageFileSlotStore(SlotStoreContract):
 
 
 class TestImageFileSlotStoreSmallPieces(SlotStoreContract):
-    """64 KiB buffers: the read-back runs in 1 MiB stretches while the image still streams."""
+    """16 KiB buffers: the read-back runs in 1 MiB stretches while the image still streams."""
 
     @pytest.fixture
     def rig(self, slot_files: dict[Slot, Path], images: ImageFactory, tmp_path: Path) -> SlotRig:
-        return file_rig(slot_files, images, tmp_path, chunk_size=64 << 10)
+        return file_rig(slot_files, images, tmp_path, chunk_size=16 << 10)
 
 
 class TestImageFileSlotStoreThroughThePageCache(SlotStoreContract):

@@ -87,9 +87,9 @@ class TestLoopDeviceSlotStore(SlotStoreContract):
 
 
 class TestLoopDeviceSlotStoreSmallPieces(TestLoopDeviceSlotStore):
-    """64 KiB buffers: O_DIRECT writes and the read-back in 1 MiB stretches while streaming."""
+    """16 KiB buffers: O_DIRECT writes and the read-back in 1 MiB stretches while streaming."""
 
-    store: ClassVar[dict[str, Any]] = {"chunk_size": 64 << 10}
+    store: ClassVar[dict[str, Any]] = {"chunk_size": 16 << 10}
 
 
 # --------------------------------------------------------------------------- device-only behaviour
