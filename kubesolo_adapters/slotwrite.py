@@ -36,9 +36,10 @@ waits for the whole image, then fsyncs and drops the cache (``BLKFLSBUF``
 for a device, ``fadvise`` for a file) before it reads back, as the writer
 always did.
 
-Memory: the head (1 MiB), four write buffers and two read buffers of
-512 KiB, and a short queue of served chunks (about 4 MiB in all: the
-agent's whole process stays under 48 MiB).
+Memory: the head (1 MiB), three write buffers and two read buffers of
+512 KiB, and a short queue of served chunks (under 4 MiB in all; zstd adds
+its window, at most ZSTD_MAX_WINDOW). The agent's whole process stays under
+48 MiB.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ ALIGN = 4096
 #: ioctls from <linux/fs.h> (BOOTLOADER-FACTS.md section 4)
 BLKFLSBUF = 0x1261
 BLKSSZGET = 0x1268
-#: write buffers of at most PIECE bytes; the network fills one while the writer writes others
-POOL = 4
+#: write buffers of at most PIECE bytes: one filling, WRITERS being written
+POOL = 3
 PIECE = 512 << 10
 #: O_DIRECT writes in flight at once (each thread waits for its own)
 WRITERS = 2
@@ -707,9 +708,9 @@ def _unzstd_into(source: Iterator[bytes], filler: _Filler) -> None:
     """Decompress zstd straight into the filler's buffers (``readinto``: no copy)."""
     import zstandard
 
-    from kubesolo_adapters.streams import IterReader
+    from kubesolo_adapters.streams import ZSTD_MAX_WINDOW, IterReader, zstd_error
 
-    reader = zstandard.ZstdDecompressor().stream_reader(
+    reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
         cast("IO[bytes]", IterReader(source)), read_size=1 << 17, read_across_frames=True
     )
     probe = bytearray(1)
@@ -730,4 +731,4 @@ def _unzstd_into(source: Iterator[bytes], filler: _Filler) -> None:
                 return  # ended early: the caller's raw_size check says so
             filler.advance(got)
     except zstandard.ZstdError as exc:
-        raise VerifyError(f"zstd stream is corrupt: {exc}") from None
+        raise zstd_error(exc) from None

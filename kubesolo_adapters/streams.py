@@ -59,10 +59,28 @@ def _gunzip(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
         raise VerifyError(f"gzip stream is corrupt: {exc}") from None
 
 
+#: the largest zstd window the agent accepts: every level up to 19 fits (level 19
+#: uses 8 MiB); --ultra levels and --long windows (up to 2 GiB) would need as
+#: much memory on a box that has 48 MiB for the whole agent
+ZSTD_MAX_WINDOW = 8 << 20
+
+
+def zstd_error(exc: Exception) -> VerifyError:
+    """A zstd failure as the VerifyError the writer raises."""
+    if "too much memory" in str(exc):
+        return VerifyError(
+            f"the zstd image needs a window larger than {ZSTD_MAX_WINDOW >> 20} MiB to "
+            f"decompress ({exc})",
+            way_out="publish the image compressed with zstd level 19 or lower, without --long "
+            "or --ultra",
+        )
+    return VerifyError(f"zstd stream is corrupt: {exc}")
+
+
 def _unzstd(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(
+    reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
         cast("IO[bytes]", IterReader(chunks)), read_size=1 << 17, read_across_frames=True
     )
     try:
@@ -72,7 +90,7 @@ def _unzstd(chunks: Iterator[bytes], piece: int) -> Iterator[bytes]:
                 break
             yield out
     except zstandard.ZstdError as exc:
-        raise VerifyError(f"zstd stream is corrupt: {exc}") from None
+        raise zstd_error(exc) from None
     # zstandard does not report a frame cut short; the raw_size check of the
     # writer does ("ended after N raw bytes").
 

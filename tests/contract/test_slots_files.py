@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore
 from kubesolo_core.errors import FetchError, VerifyError
@@ -199,6 +200,33 @@ def test_the_read_back_sees_the_medium_not_what_was_sent(
     with pytest.raises(VerifyError, match="reads back SHA-256"):
         store.write_image(Slot.B, then_tamper(), spec)
     assert read_bytes(str(path), HEAD_BYTES) == head_before
+
+
+def test_a_zstd_window_over_the_limit_is_refused_before_the_head(
+    slot_files: dict[Slot, Path], images: ImageFactory
+) -> None:
+    """zstd --long/--ultra windows (up to 2 GiB) would blow the agent's memory: refused."""
+    store = BlockSlotStore({s: str(p) for s, p in slot_files.items()})
+    head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
+    raw = images.image(label="KFILEB", version="2.0.0")
+    params = zstandard.ZstdCompressionParameters.from_level(
+        3, window_log=24, write_content_size=False
+    )
+    squeeze = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    data = squeeze.compress(raw) + squeeze.flush()
+    _, spec = served(raw, "zstd")
+    big = ImageSpec(
+        url=spec.url,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        compression="zstd",
+        raw_size=len(raw),
+        raw_sha256=spec.raw_sha256,
+    )
+    with pytest.raises(VerifyError, match="window larger than 8 MiB") as caught:
+        store.write_image(Slot.B, chunked(data), big)
+    assert "level 19 or lower" in str(caught.value)
+    assert read_bytes(str(slot_files[Slot.B]), HEAD_BYTES) == head_before
 
 
 def test_directory_is_not_a_slot(tmp_path: Path) -> None:
