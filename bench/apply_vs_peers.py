@@ -328,6 +328,24 @@ class Tool:
     traced: Callable[[bool], dict[str, Any]] | None = field(default=None, repr=False)
 
 
+def make_tool(
+    kind: str,
+    *,
+    zstd: bool,
+    run: Callable[[], tuple[Timed, int | None]],
+    tag: str = "",
+    traced: Callable[[bool], dict[str, Any]] | None = None,
+) -> Tool:
+    """A Tool named by kind, tag and variant ("kubesolo-update@base zstd")."""
+    return Tool(
+        name=kind + tag + (" zstd" if zstd else ""),
+        kind=kind,
+        variant="zstd" if zstd else "none",
+        run=run,
+        traced=traced,
+    )
+
+
 @dataclass
 class World:
     """Everything the tools share: images, slots, servers, keys."""
@@ -449,13 +467,7 @@ def agent_tool(
         doc["start_wall"], doc["end_wall"] = start, end
         return doc
 
-    return Tool(
-        name="kubesolo-update" + tag + (" zstd" if zstd else ""),
-        kind="kubesolo-update",
-        variant="zstd" if zstd else "none",
-        run=run,
-        traced=traced,
-    )
+    return make_tool("kubesolo-update", zstd=zstd, run=run, tag=tag, traced=traced)
 
 
 _BUS_CONF = """\
@@ -587,12 +599,7 @@ def rauc_tool(world: World, bus: str, *, zstd: bool) -> Tool:
         result.tree_rss = max(result.tree_rss, hwm or 0)
         return result, hwm
 
-    return Tool(
-        name="rauc" + (" zstd" if zstd else ""),
-        kind="rauc",
-        variant="zstd" if zstd else "none",
-        run=run,
-    )
+    return make_tool("rauc", zstd=zstd, run=run)
 
 
 def swupdate_tool(world: World, *, zstd: bool) -> Tool:
@@ -648,12 +655,7 @@ def swupdate_tool(world: World, *, zstd: bool) -> Tool:
             raise SystemExit(f"swupdate failed ({result.returncode}):\n{result.output}")
         return result, None
 
-    return Tool(
-        name="swupdate" + (" zstd" if zstd else ""),
-        kind="swupdate",
-        variant="zstd" if zstd else "none",
-        run=run,
-    )
+    return make_tool("swupdate", zstd=zstd, run=run)
 
 
 # --------------------------------------------------------------------------- report

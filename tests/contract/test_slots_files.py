@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import zstandard
 
@@ -154,14 +155,7 @@ def test_an_image_that_does_not_verify_never_gets_its_head(
     head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
     raw = images.image(label="KFILEB", version="2.0.0")
     data, spec = served(raw, "zstd")
-    lying = ImageSpec(
-        url=spec.url,
-        sha256=spec.sha256,
-        size=spec.size,
-        compression="zstd",
-        raw_size=spec.raw_size,
-        raw_sha256=hashlib.sha256(b"another image").hexdigest(),
-    )
+    lying = attrs.evolve(spec, raw_sha256=hashlib.sha256(b"another image").hexdigest())
     with pytest.raises(VerifyError, match="reads back SHA-256"):
         store.write_image(Slot.B, chunked(data), lying)
     assert read_bytes(str(slot_files[Slot.B]), HEAD_BYTES) == head_before
@@ -215,14 +209,7 @@ def test_a_zstd_window_over_the_limit_is_refused_before_the_head(
     squeeze = zstandard.ZstdCompressor(compression_params=params).compressobj()
     data = squeeze.compress(raw) + squeeze.flush()
     _, spec = served(raw, "zstd")
-    big = ImageSpec(
-        url=spec.url,
-        sha256=hashlib.sha256(data).hexdigest(),
-        size=len(data),
-        compression="zstd",
-        raw_size=len(raw),
-        raw_sha256=spec.raw_sha256,
-    )
+    big = attrs.evolve(spec, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     with pytest.raises(VerifyError, match="window larger than 8 MiB") as caught:
         store.write_image(Slot.B, chunked(data), big)
     assert "level 19 or lower" in str(caught.value)
