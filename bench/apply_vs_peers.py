@@ -92,8 +92,9 @@ RUN_TIMEOUT = 600.0
 #: and this bench's setup
 VERIFIES = {
     "kubesolo-update": (
-        "served size+SHA-256 on the fly, raw size, fsync (twice, head written last), "
-        "page cache dropped, full read-back SHA-256 of the slot; no signature yet (issue 10)"
+        "served size+SHA-256 on the fly, raw size; fsync per 16 MiB stretch, each stretch read "
+        "back (O_DIRECT) into a full SHA-256 of the slot that must match before the head is "
+        "written; head written last, fsynced, read back, compared; no signature yet (issue 10)"
     ),
     "rauc": (
         "CMS signature over the whole bundle (read once before the copy), compatible; "
