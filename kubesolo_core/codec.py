@@ -41,8 +41,15 @@ def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "activation_boot_id": None, "image_sha256": None}
 
 
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    # Schema 3 adds the downgrade floor. A box that committed before it knew
+    # about floors starts from its last committed version.
+    floor = doc.get("to_version") if doc.get("phase") == "success" else None
+    return {**doc, "floor_version": floor, "downgrade_allowed": False}
+
+
 #: MIGRATIONS[n] upgrades a schema-n document to n+1
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def unstructure_state(state: UpdateState) -> dict[str, Any]:

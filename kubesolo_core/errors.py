@@ -49,8 +49,16 @@ class BootEnvError(OperationFailed):
 class PreflightRefused(KubesoloError):
     """The update was refused before any byte of the passive slot was touched."""
 
-    def __init__(self, reasons: list[str] | tuple[str, ...], *, way_out: str = "") -> None:
+    def __init__(
+        self,
+        reasons: list[str] | tuple[str, ...],
+        *,
+        way_out: str = "",
+        codes: tuple[str, ...] = (),
+    ) -> None:
         self.reasons = tuple(reasons)
+        #: the machine reason of each refusal (see kubesolo_core.refusals)
+        self.codes = tuple(codes)
         super().__init__("refused by preflight: " + "; ".join(self.reasons), way_out=way_out)
 
 

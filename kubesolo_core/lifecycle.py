@@ -26,8 +26,9 @@ import enum
 
 import attrs
 
-from kubesolo_core.errors import IllegalTransition
+from kubesolo_core.errors import CorruptInput, IllegalTransition
 from kubesolo_core.slots import Slot
+from kubesolo_core.versions import Version
 
 
 class Phase(enum.Enum):
@@ -71,7 +72,7 @@ IN_FLIGHT = frozenset({P.CHECKING, P.DOWNLOADING, P.STAGED})
 #: phases after an activation, before the outcome is known
 POST_ACTIVATION = frozenset({P.ACTIVATED, P.VERIFYING})
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -92,11 +93,30 @@ class UpdateState:
     activation_boot_id: str | None = None
     #: raw SHA-256 of the image verified on the target slot
     image_sha256: str | None = None
+    #: the highest version this box ever committed (the downgrade floor): it only
+    #: rises, at every commit, and lives here so that it is saved in the same
+    #: atomic write as the commit itself
+    floor_version: str | None = None
+    #: the current attempt was let below the floor (or the running version) by
+    #: ``--allow-downgrade``
+    downgrade_allowed: bool = False
 
     @property
     def from_slot(self) -> Slot | None:
         """The slot the attempt started from (the one to fall back to)."""
         return self.target_slot.other() if self.target_slot is not None else None
+
+
+def raised_floor(floor: str | None, committed: str | None) -> str | None:
+    """The downgrade floor after committing ``committed``: the higher of the two."""
+    try:
+        if committed is None or (
+            floor is not None and Version.parse(committed) <= Version.parse(floor)
+        ):
+            return floor
+    except CorruptInput:
+        return floor
+    return committed
 
 
 def transition(
@@ -130,6 +150,7 @@ def transition(
         fields["health_check_failures"] = 0
         fields["activation_boot_id"] = None
         fields.setdefault("image_sha256", None)
+        fields.setdefault("downgrade_allowed", False)
     if to in (P.FAILED, P.ROLLED_BACK):
         if not error:
             raise IllegalTransition(f"a move to {to.value} must say why (last_error)")
@@ -137,4 +158,5 @@ def transition(
     if to is P.SUCCESS:
         fields["last_error"] = None
         fields["health_check_failures"] = 0
+        fields["floor_version"] = raised_floor(state.floor_version, state.to_version)
     return attrs.evolve(state, **fields)  # type: ignore[arg-type]

@@ -33,6 +33,8 @@ class PreflightReport:
     checks: tuple[str, ...]
     refusals: tuple[str, ...]
     way_out: str = ""
+    #: the machine reason of each refusal (kubesolo_core.refusals), in the same order
+    codes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -52,27 +54,46 @@ def preflight(
     node_labels: Mapping[str, str] | Unavailable,
     force: bool = False,
     allow_downgrade: bool = False,
+    floor_version: str | None = None,
 ) -> PreflightReport:
     """Decide whether an update may touch the passive slot.
 
     ``slot_capacity`` is None when the passive slot is missing. An image that
     cannot physically fit is refused even with ``force`` (the write could only
     fail halfway); ``force`` skips the headroom and the node label.
+    ``floor_version`` is the highest version this box ever committed: a
+    release below it is a downgrade even when the running slot is older
+    (after a rollback), and only ``allow_downgrade`` passes it.
     """
     checks: list[str] = []
     refusals: list[str] = []
     ways: list[str] = []
+    codes: list[str] = []
+
+    def refuse(code: str, text: str, way: str) -> None:
+        codes.append(code)
+        refusals.append(text)
+        ways.append(way)
     raw = release.image.raw_size
     need = required_bytes(raw)
     if slot_capacity is None:
-        refusals.append("passive slot not found")
-        ways.append("check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)")
+        refuse(
+            "no_space",
+            "passive slot not found",
+            "check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)",
+        )
     elif slot_capacity < raw:
-        refusals.append(f"passive slot holds {slot_capacity} bytes, the image needs {raw}")
-        ways.append("publish a smaller image or grow the slot")
+        refuse(
+            "no_space",
+            f"passive slot holds {slot_capacity} bytes, the image needs {raw}",
+            "publish a smaller image or grow the slot",
+        )
     elif slot_capacity < need and not force:
-        refusals.append(f"passive slot holds {slot_capacity} bytes, less than image + 10% = {need}")
-        ways.append("--force")
+        refuse(
+            "no_space",
+            f"passive slot holds {slot_capacity} bytes, less than image + 10% = {need}",
+            "--force",
+        )
     else:
         checks.append(f"space: {slot_capacity} bytes >= {need if not force else raw}")
 
@@ -82,30 +103,52 @@ def preflight(
         if force:
             checks.append(f"node label {BLOCK_LABEL}=true: overridden by --force")
         else:
-            refusals.append(f"node carries {BLOCK_LABEL}=true")
-            ways.append(f"kubectl label node <node> {BLOCK_LABEL}-, or --force")
+            refuse(
+                "blocked_node",
+                f"node carries {BLOCK_LABEL}=true",
+                f"kubectl label node <node> {BLOCK_LABEL}-, or --force",
+            )
     else:
         checks.append("node label: not blocked")
 
+    target = Version.parse(release.version)
     if current_version is not None:
-        target = Version.parse(release.version)
         current = Version.parse(current_version)
         if target < current and not allow_downgrade:
-            refusals.append(f"{release.version} is older than the running {current_version}")
-            ways.append("--allow-downgrade")
+            refuse(
+                "downgrade",
+                f"{release.version} is older than the running {current_version}",
+                "--allow-downgrade",
+            )
         if release.min_from_version is not None and current < Version.parse(
             release.min_from_version
         ):
             if force:
                 checks.append("min_from_version: overridden by --force")
             else:
-                refusals.append(
+                refuse(
+                    "min_from_version",
                     f"{release.version} needs at least {release.min_from_version} "
-                    f"to update from; running {current_version}"
+                    f"to update from; running {current_version}",
+                    "update to an intermediate release first, or --force",
                 )
-                ways.append("update to an intermediate release first, or --force")
+    if floor_version is not None and target < Version.parse(floor_version):
+        if allow_downgrade:
+            checks.append(
+                f"downgrade floor {floor_version}: {release.version} allowed by --allow-downgrade"
+            )
+        elif "downgrade" not in codes:
+            refuse(
+                "downgrade",
+                f"{release.version} is below {floor_version}, the highest version this box "
+                "ever committed",
+                "--allow-downgrade",
+            )
     return PreflightReport(
-        checks=tuple(checks), refusals=tuple(refusals), way_out=", ".join(dict.fromkeys(ways))
+        checks=tuple(checks),
+        refusals=tuple(refusals),
+        way_out=", ".join(dict.fromkeys(ways)),
+        codes=tuple(codes),
     )
 
 

@@ -45,7 +45,7 @@ from kubesolo_core.ports import (
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
 from kubesolo_core.release import Release, parse_release
 from kubesolo_core.slots import Slot
-from kubesolo_core.versions import Version
+from kubesolo_core.versions import Version, is_downgrade
 
 #: what happens on each event worth a log line: (event, fields)
 EventSink = Callable[..., None]
@@ -251,9 +251,18 @@ class Agent:
             node_labels=self.kube.node_labels(),
             force=force,
             allow_downgrade=allow_downgrade,
+            floor_version=state.floor_version,
         )
         if not report.ok:
-            raise PreflightRefused(report.refusals, way_out=report.way_out)
+            raise PreflightRefused(report.refusals, way_out=report.way_out, codes=report.codes)
+        downgrade = allow_downgrade and is_downgrade(release.version, current, state.floor_version)
+        if downgrade:
+            self.events(
+                "update.downgrade_allowed",
+                to_version=release.version,
+                running=current,
+                floor=state.floor_version,
+            )
         state = self._save(
             transition(
                 state,
@@ -262,6 +271,7 @@ class Agent:
                 from_version=current,
                 to_version=release.version,
                 target_slot=target,
+                downgrade_allowed=downgrade,
             )
         )
         state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))

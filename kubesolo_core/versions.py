@@ -65,3 +65,9 @@ def is_newer(candidate: str, current: str | None) -> bool:
     if current is None:
         return True
     return Version.parse(candidate) > Version.parse(current)
+
+
+def is_downgrade(candidate: str, current: str | None, floor: str | None) -> bool:
+    """True when ``candidate`` sorts below the running version or the downgrade floor."""
+    target = Version.parse(candidate)
+    return any(v is not None and target < Version.parse(v) for v in (current, floor))

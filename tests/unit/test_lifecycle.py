@@ -9,7 +9,7 @@ import pytest
 
 from kubesolo_core.codec import dumps_state, loads_state, structure_state
 from kubesolo_core.errors import CorruptState, IllegalTransition
-from kubesolo_core.lifecycle import TRANSITIONS, Phase, UpdateState, transition
+from kubesolo_core.lifecycle import SCHEMA_VERSION, TRANSITIONS, Phase, UpdateState, transition
 from kubesolo_core.slots import Slot
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -79,7 +79,7 @@ def test_state_round_trips_through_json() -> None:
         activation_boot_id="abc",
     )
     text = dumps_state(s)
-    assert json.loads(text)["schema_version"] == 2
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION
     assert loads_state(text) == s
 
 
