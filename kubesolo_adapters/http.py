@@ -45,13 +45,25 @@ from kubesolo_core.errors import FetchError
 from kubesolo_core.ports import Progress
 from kubesolo_core.release import ImageSpec
 
-__all__ = ["RELEASE_LIMIT", "HttpFetcher"]
+__all__ = ["RELEASE_LIMIT", "FetchStatusError", "FetchTooLong", "HttpFetcher"]
 
 #: a release document is a few hundred bytes; anything over this is not one
 RELEASE_LIMIT = 1 << 20
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _USER_AGENT = "kubesolo-update"
+
+
+class FetchStatusError(FetchError):
+    """The server answered with an HTTP error status (a missing local file counts as 404)."""
+
+    def __init__(self, message: str, *, status: int, way_out: str = "") -> None:
+        super().__init__(message, way_out=way_out)
+        self.status = status
+
+
+class FetchTooLong(FetchError):
+    """A document was longer than the limit it was fetched with (never read past it)."""
 
 
 class _TooSlow(Exception):
@@ -174,32 +186,37 @@ class HttpFetcher:
 
     # ----------------------------------------------------------------- release document
 
-    def fetch_release(self, url: str) -> bytes:
-        """The release document at ``url`` (http, https, file:// or a path); at most 1 MiB."""
+    def fetch_release(self, url: str, *, limit: int = RELEASE_LIMIT) -> bytes:
+        """The document at ``url`` (http, https, file:// or a path); at most ``limit`` bytes.
+
+        Raises FetchTooLong past ``limit`` and FetchStatusError for an HTTP
+        error status or a missing file (404), so that TUF can tell "no newer
+        root" from a failure.
+        """
         path = _local_path(url)
         if path is not None:
             try:
                 with Path(path).open("rb") as fh:
-                    data = fh.read(RELEASE_LIMIT + 1)
+                    data = fh.read(limit + 1)
+            except FileNotFoundError:
+                raise FetchStatusError(f"{url}: no such file", status=404) from None
             except OSError as exc:
                 raise FetchError(f"{url}: {exc.strerror or exc}") from None
-            if len(data) > RELEASE_LIMIT:
-                raise FetchError(
-                    f"{url}: bigger than {RELEASE_LIMIT} bytes: not a release document"
-                )
+            if len(data) > limit:
+                raise FetchTooLong(f"{url}: bigger than {limit} bytes: not a release document")
             return data
         _check_scheme(url)
         with self._client() as client:
-            dl = _Download(fetcher=self, client=client, url=url, size=RELEASE_LIMIT)
+            dl = _Download(fetcher=self, client=client, url=url, size=limit)
             while True:
-                response, _ = dl.connect(0, whole_limit=RELEASE_LIMIT)
+                response, _ = dl.connect(0, whole_limit=limit)
                 try:
                     body = bytearray()
                     for part in response.iter_raw(self.chunk_size):
                         body += part
-                        if len(body) > RELEASE_LIMIT:
-                            raise FetchError(
-                                f"{url}: bigger than {RELEASE_LIMIT} bytes: not a release document"
+                        if len(body) > limit:
+                            raise FetchTooLong(
+                                f"{url}: bigger than {limit} bytes: not a release document"
                             )
                     return bytes(body)
                 except httpx.TransportError as exc:
@@ -353,9 +370,9 @@ class _Download:
         if status == 200:
             # From the start: a server that ignores Range repeats what we already have.
             if length is not None and length > whole_limit:
-                self._give_up(
-                    f"the server announces {length} bytes, more than the {whole_limit} expected",
-                    retried=False,
+                raise FetchTooLong(
+                    f"{self.url}: the server announces {length} bytes, more than the "
+                    f"{whole_limit} expected (attempt {self.attempts}, not retried)"
                 )
             return got
         if status == 206 and got:
@@ -385,7 +402,11 @@ class _Download:
                 f"the release says {self.size}",
                 retried=False,
             )
-        return self._give_up(f"HTTP {status} {response.reason_phrase}", retried=False)
+        raise FetchStatusError(
+            f"{self.url}: HTTP {status} {response.reason_phrase} (attempt {self.attempts}, "
+            "not retried)",
+            status=status,
+        )
 
     def chunks(
         self, first: tuple[httpx.Response, int], progress: Progress | None

@@ -145,8 +145,10 @@ def parse_channel(data: bytes | str, *, channel: str) -> ChannelDoc:
         )
     version = _field(doc, "version", str, "")
     min_from = doc.get("min_from_version")
+    if min_from is not None and not isinstance(min_from, str):
+        raise InvalidChannel("channel document: min_from_version must be a string")
     for where, text in (("version", version), ("min_from_version", min_from)):
-        if text is None and where == "min_from_version":
+        if text is None:
             continue
         try:
             Version.parse(text)

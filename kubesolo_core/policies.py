@@ -74,6 +74,7 @@ def preflight(
         codes.append(code)
         refusals.append(text)
         ways.append(way)
+
     raw = release.image.raw_size
     need = required_bytes(raw)
     if slot_capacity is None:

@@ -22,25 +22,17 @@ REASONS: dict[str, str] = {
     "bad_signature": (
         "the metadata is not signed by the keys this box trusts (wrong key or tampered file)"
     ),
-    "threshold_not_met": (
-        "the metadata carries fewer valid signatures than its role requires"
-    ),
+    "threshold_not_met": ("the metadata carries fewer valid signatures than its role requires"),
     "metadata_rollback": (
         "the repository served metadata older than what this box already trusts, or older "
         "than the snapshot names (rollback or mix-and-match)"
     ),
-    "hash_mismatch": (
-        "a file's SHA-256 differs from the one its signed metadata names"
-    ),
+    "hash_mismatch": ("a file's SHA-256 differs from the one its signed metadata names"),
     "length_mismatch": (
         "a file is longer or shorter than its signed metadata says (endless data or truncation)"
     ),
-    "slow_retrieval": (
-        "the server sent data slower than the minimum speed for a whole window"
-    ),
-    "unsafe_target_path": (
-        "a signed document names a target path outside the repository"
-    ),
+    "slow_retrieval": ("the server sent data slower than the minimum speed for a whole window"),
+    "unsafe_target_path": ("a signed document names a target path outside the repository"),
     "unknown_target": (
         "the channel document or the image it names is not a target of the signed metadata"
     ),
@@ -55,9 +47,7 @@ REASONS: dict[str, str] = {
         "the release is older than the highest version this box ever committed "
         "(or than the one it runs)"
     ),
-    "min_from_version": (
-        "the release cannot be installed from the version this box runs"
-    ),
+    "min_from_version": ("the release cannot be installed from the version this box runs"),
     "blocked_node": "the Kubernetes node carries the label that blocks updates",
     "no_space": "the passive slot is missing or too small for the image",
 }
