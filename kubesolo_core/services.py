@@ -43,6 +43,7 @@ from kubesolo_core.ports import (
     WriteResult,
 )
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
+from kubesolo_core.refusals import Refusal
 from kubesolo_core.release import Release, parse_release
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version, is_downgrade
@@ -76,6 +77,8 @@ class CheckResult:
     update_available: bool
     reason: str
     release: Release
+    #: why the release would be refused by apply now (preflight's reasons), if it would
+    held_back: tuple[Refusal, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -187,18 +190,43 @@ class Agent:
         view = self.boot_env.read()
         current = self._current_version(view)
         newer = Version.parse(release.version) > Version.parse(current) if current else True
+        held: tuple[Refusal, ...] = ()
+        if current is None or Version.parse(release.version) != Version.parse(current):
+            held = self._held_back(release, current, view)
         if current is None:
             reason = f"{release.version} available; running version unknown"
         elif newer:
             reason = f"{release.version} available (running {current})"
         else:
             reason = f"up to date (running {current}, server has {release.version})"
+        if held and (newer or current is None):
+            reason += "; held back: " + "; ".join(r.detail for r in held)
         return CheckResult(
             current_version=current,
             available_version=release.version,
             update_available=newer,
             reason=reason,
             release=release,
+            held_back=held,
+        )
+
+    def _held_back(
+        self, release: Release, current: str | None, view: BootView
+    ) -> tuple[Refusal, ...]:
+        """What apply's preflight would refuse now (read-only: nothing is saved)."""
+        try:
+            floor = self.store.load().floor_version
+        except KubesoloError:
+            floor = None
+        report = preflight(
+            release=release,
+            current_version=current,
+            slot_capacity=self.slots.capacity(self._booted_or_committed(view).other()),
+            node_labels=self.kube.node_labels(),
+            floor_version=floor,
+        )
+        return tuple(
+            Refusal.of(code, text) for code, text in zip(report.codes, report.refusals, strict=True)
         )
 
     # ------------------------------------------------------------------ apply

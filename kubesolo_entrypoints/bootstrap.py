@@ -159,12 +159,6 @@ def build_slots(settings: Settings) -> SlotStore:
     return BlockSlotStore({Slot.A: settings.slot_a, Slot.B: settings.slot_b})
 
 
-def _http_fetcher() -> Fetcher:
-    from kubesolo_adapters.http import HttpFetcher
-
-    return HttpFetcher()
-
-
 def health_settings(settings: Settings) -> HealthSettings:
     """The health knobs of ``settings``."""
     return HealthSettings(
@@ -209,6 +203,8 @@ def build_agent(
 
         return SystemClock()
 
+    from kubesolo_entrypoints.trust import build_fetcher
+
     def store() -> Any:
         from kubesolo_adapters.statefile import JsonStateStore
 
@@ -228,7 +224,7 @@ def build_agent(
     return Agent(
         boot_env=port("boot_env", lambda: build_boot_env(settings)),
         slots=port("slots", lambda: build_slots(settings)),
-        fetcher=port("fetcher", lambda: LazyFetcher(_http_fetcher)),
+        fetcher=port("fetcher", lambda: LazyFetcher(lambda: build_fetcher(settings))),
         kube=port("kube", lambda: LazyKube(kube)),
         probes=port("probes", lambda: LazyProbes(probes)),
         clock=port("clock", clock),

@@ -189,6 +189,13 @@ def main_options(  # noqa: PLR0917  (typer maps parameters to options)
     slot_b: str | None = typer.Option(
         None, "--slot-b", metavar="SPEC", help="as --slot-a [default: PARTLABEL=KSOLOB]"
     ),
+    trust_root: str | None = typer.Option(
+        None,
+        "--trust-root",
+        metavar="PATH",
+        help="TUF root.json shipped in the OS image; --server is then the repository "
+        "(unsigned release documents only with allow_unsigned=true in update.conf)",
+    ),
     cmdline: str | None = typer.Option(
         None,
         "--cmdline",
@@ -245,6 +252,7 @@ def main_options(  # noqa: PLR0917  (typer maps parameters to options)
         "node_name": node_name,
         "containerd_socket": containerd_socket,
         "data_dir": data_dir,
+        "trust_root": trust_root,
     }
     if isinstance(ctx.obj, Run):
         ctx.obj.flags.update({k: v for k, v in given.items() if v is not None})
@@ -261,16 +269,19 @@ def check(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Passive: is a newer release available? Never changes the update state."""
-    from kubesolo_entrypoints import records, render
+    """Passive: is a newer release available, and would apply take it? Never changes the state."""
+    from kubesolo_entrypoints import records, render, trust
 
     run = _run(ctx)
     agent = run.agent()
+    view = trust.trust_view(run.settings())
+    if view["unsigned"]:
+        _say(f"kubesolo-update: warning: {trust.UNSIGNED_WARNING}")
     path = records.record_path(run.settings().state, records.CHECK_FILE)
     try:
         result = agent.check()
     except Exception as exc:
-        records.write_record(path, {"ok": False, "error": str(exc)}, agent.clock.now())
+        _refused(path, agent, exc, view, json_out)
         raise
     records.write_record(
         path,
@@ -279,10 +290,49 @@ def check(
             "current_version": result.current_version,
             "available_version": result.available_version,
             "update_available": result.update_available,
+            "refusals": [r.reason for r in result.held_back],
+            "unsigned": view["unsigned"],
         },
         agent.clock.now(),
     )
-    _out(render.dumps(render.check_doc(result)) if json_out else result.reason)
+    if json_out:
+        doc = render.check_doc(result)
+        doc["trust"] = view
+        doc["held_back"] = trust.refusal_docs(list(result.held_back))
+        _out(render.dumps(doc))
+    else:
+        _out(result.reason)
+
+
+def _refused(
+    path: Any, agent: Any, error: BaseException, view: dict[str, Any], json_out: bool
+) -> None:
+    """Record a failed check/apply (with its refusal reasons) and print the --json document."""
+    from kubesolo_entrypoints import records, render, trust
+
+    found = trust.refusals_of(error)
+    records.write_record(
+        path,
+        {
+            "ok": False,
+            "error": str(error),
+            "refusals": [r.reason for r in found],
+            "unsigned": view["unsigned"],
+        },
+        agent.clock.now(),
+    )
+    if json_out:
+        _out(
+            render.dumps(
+                {
+                    "ok": False,
+                    "error": str(error),
+                    "exit_code": int(exit_code_for(error)),
+                    "refusals": trust.refusal_docs(found),
+                    "trust": view,
+                }
+            )
+        )
 
 
 class _ProgressBar:
@@ -321,31 +371,58 @@ def apply(
         False, "--force", help="Skip the headroom and node-label checks of preflight."
     ),
     allow_downgrade: bool = typer.Option(
-        False, "--allow-downgrade", help="Allow a release older than the running one."
+        False,
+        "--allow-downgrade",
+        help="Allow a release older than the running one or than the highest ever committed.",
     ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Preflight, download, write and verify the new image into the passive slot -> staged."""
-    from kubesolo_entrypoints import records
+    from kubesolo_core.codec import unstructure_state
+    from kubesolo_entrypoints import records, render, trust
 
     run = _run(ctx)
     agent = run.agent()
+    view = trust.trust_view(run.settings())
+    if view["unsigned"]:
+        _say(f"kubesolo-update: warning: {trust.UNSIGNED_WARNING}")
+    path = records.record_path(run.settings().state, records.CHECK_FILE)
     bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
         result = agent.apply(force=force, allow_downgrade=allow_downgrade, progress=bar)
+    except Exception as exc:
+        _refused(path, agent, exc, view, json_out)
+        raise
     finally:
         if bar is not None:
             bar.close()
     records.write_record(
-        records.record_path(run.settings().state, records.CHECK_FILE),
+        path,
         {
             "ok": True,
             "current_version": result.state.from_version,
             "available_version": result.state.to_version,
             "update_available": result.changed,
+            "refusals": [],
+            "unsigned": view["unsigned"],
         },
         agent.clock.now(),
     )
-    _out(result.message)
+    if json_out:
+        _out(
+            render.dumps(
+                {
+                    "ok": True,
+                    "changed": result.changed,
+                    "message": result.message,
+                    "refusals": [],
+                    "trust": view,
+                    "state": unstructure_state(result.state),
+                }
+            )
+        )
+    else:
+        _out(result.message)
 
 
 @app.command()
@@ -441,16 +518,20 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Both slots (device, version, active, booted), the boot env, the full update state."""
-    from kubesolo_entrypoints import render
+    from kubesolo_entrypoints import render, trust
 
     run = _run(ctx)
     report = run.agent().status()
-    if json_out:
-        _out(render.dumps(render.status_doc(report)))
-        return
     settings = run.settings()
+    view = trust.trust_view(settings)
+    if json_out:
+        doc = render.status_doc(report)
+        doc["trust"] = view
+        _out(render.dumps(doc))
+        return
     where = settings.grubenv if report.boot.kind == "grub" else settings.autoboot
     _out(render.status_text(report, where=str(where)))
+    _out(f"Trust:       {view['note']}")
 
 
 @app.command()

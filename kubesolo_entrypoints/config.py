@@ -61,6 +61,10 @@ class Settings:
     node_name: str = attrs.field(factory=_default_node_name)
     containerd_socket: Path = Path("/run/containerd/containerd.sock")
     data_dir: Path = Path("/var/lib/kubesolo")
+    # trust (DESIGN.md 5): a TUF root, or unsigned only when asked for by name
+    trust_root: Path | None = None
+    channel: str = "stable"
+    allow_unsigned: bool = False
     # healthcheck
     healthcheck_url: str | None = None
     auto_rollback_after: int = 0
@@ -144,6 +148,25 @@ def slot_spec(value: str) -> str:
     return text
 
 
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def _channel(value: str) -> str:
+    from kubesolo_core.channel import channel_name
+    from kubesolo_core.errors import CorruptInput
+
+    try:
+        return channel_name(value.strip())
+    except CorruptInput as exc:
+        raise ValueError(exc.message) from None
+
+
 def _node_name(value: str) -> str:
     text = value.strip()
     if not text or any(c.isspace() for c in text):
@@ -166,6 +189,9 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "node_name": _node_name,
     "containerd_socket": _path,
     "data_dir": _path,
+    "trust_root": _optional_path,
+    "channel": _channel,
+    "allow_unsigned": _bool,
     "healthcheck_url": _optional_url,
     "auto_rollback_after": _nonneg_int,
     "kube_system_settle": _nonneg_float,
@@ -181,7 +207,11 @@ NOT_IN_FILE = frozenset({"config"})
 
 #: how to fix a bad value, per key (for the error line)
 HINTS: dict[str, str] = {
-    "server": "e.g. server=https://updates.example.com/stable/release.json",
+    "server": "e.g. server=https://updates.example.com/ (a TUF repository; with "
+    "allow_unsigned=true a release document URL)",
+    "trust_root": "e.g. trust_root=/etc/kubesolo/root.json (the repository's 1.root.json)",
+    "allow_unsigned": "true or false (true only for labs: releases are then not verified)",
+    "channel": "e.g. channel=stable",
     "healthcheck_url": "e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
     "slot_a": "e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
     "slot_b": "e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",

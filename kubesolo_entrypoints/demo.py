@@ -7,10 +7,13 @@ stands in:
   the 1024-byte GRUB env block), the two slots as image files
   (:class:`~kubesolo_adapters.blockdev.BlockSlotStore`) carrying ext2
   filesystems with a ``version`` file when ``mkfs.ext2`` is available (read
-  back with ``debugfs``, no mount), a release server on 127.0.0.1 (Python's
-  http.server) fetched with :class:`~kubesolo_adapters.http.HttpFetcher`,
-  a gzip-compressed image decompressed on the fly and verified, and
-  state.json (:class:`~kubesolo_adapters.statefile.JsonStateStore`);
+  back with ``debugfs``, no mount), a signed TUF repository made by
+  ``kubesolo-release``'s code (Ed25519 keys in the sandbox) served on
+  127.0.0.1 (Python's http.server) and read with the agent's TUF client
+  (:class:`~kubesolo_adapters.tuf.TufFetcher` over
+  :class:`~kubesolo_adapters.http.HttpFetcher`), a gzip-compressed image
+  decompressed on the fly and verified chunk by chunk, and state.json
+  (:class:`~kubesolo_adapters.statefile.JsonStateStore`);
 * stand-ins: the Kubernetes node (:class:`~kubesolo_adapters.memory.MemoryKube`
   and :class:`~kubesolo_adapters.memory.MemoryProbes`, since no cluster runs
   here) and the firmware: at each "reboot" the GRUB model
@@ -116,6 +119,28 @@ def publish(www: Path, version: str, raw: bytes) -> None:
         },
     }
     (www / "release.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def signed_repository(workspace: Path) -> Any:
+    """A kubesolo-release workspace with fresh Ed25519 keys (the demo's and the tests' publisher).
+
+    Serve ``repo.served``; ``repo.metadata_dir / "1.root.json"`` is the trust root.
+    """
+    from kubesolo_entrypoints.publisher.repo import Repository
+
+    repo = Repository(workspace)
+    repo.init()
+    return repo
+
+
+def publish_signed(
+    repo: Any, version: str, raw: bytes, *, channel: str = "stable", compress: str = "gzip"
+) -> None:
+    """Publish ``raw`` as ``version`` on ``channel`` of the signed repository ``repo``."""
+    with tempfile.TemporaryDirectory(dir=repo.root_dir) as tmp:
+        image = Path(tmp) / f"kubesolo-os-{version}.img"
+        image.write_bytes(raw)
+        repo.add(image, version=version, channel=channel, compress=compress)
 
 
 @contextlib.contextmanager
@@ -228,8 +253,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
     root = Path(tempfile.mkdtemp(prefix="kubesolo-demo-", dir=workdir))
     box = Sandbox(root)
     try:
-        www = root / "www"
-        www.mkdir()
+        repo = signed_repository(root / "publisher")
+        www = repo.served
         factory = make_image(root, "1.0.0")
         for slot in Slot:
             with box.slot(slot).open("wb") as f:
@@ -242,7 +267,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                 {
                     "config": "/dev/null",
                     "state": str(root / "state" / "state.json"),
-                    "server": f"{base}/release.json",
+                    "server": f"{base}/",
+                    "trust_root": str(repo.metadata_dir / "1.root.json"),
                     "bootloader": "grub",
                     "grubenv": str(box.grubenv),
                     "slot_a": str(box.slot(Slot.A)),
@@ -302,7 +328,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                     if real_fs
                     else "image files (no mkfs.ext2: versions unknown)"
                 )
-                + f" as slots, release server {base}, gzip image, state.json"
+                + f" as slots, a signed TUF repository (kubesolo-release) on {base}, "
+                "the agent's TUF client, gzip image, state.json"
             )
             _say("  stand-ins: the node (in-memory Kubernetes), the firmware (the GRUB model)")
             agent.boot_env.force_rollback(Slot.A)  # a fresh env, committed on A
@@ -310,7 +337,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             status("a fresh box on 1.0.0")
 
             _say("\n== first update: 1.1.0, a good release ==")
-            publish(www, "1.1.0", make_image(root, "1.1.0"))
+            publish_signed(repo, "1.1.0", make_image(root, "1.1.0"))
             _say("$ kubesolo-update check")
             _show(agent.check().reason)
             _say("$ kubesolo-update apply")
@@ -325,7 +352,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             first = agent.status()
 
             _say("\n== second update: 1.2.0, its node never gets Ready ==")
-            publish(www, "1.2.0", make_image(root, "1.2.0"))
+            publish_signed(repo, "1.2.0", make_image(root, "1.2.0"))
             _say("$ kubesolo-update apply")
             _show(agent.apply().message)
             _say("$ kubesolo-update activate")

@@ -25,7 +25,11 @@ Series (the first three are the names of the original design):
 * ``kubesolo_update_last_healthcheck_timestamp_seconds``,
   ``kubesolo_update_health_check_ok{check}``: the last ``healthcheck``, per check;
 * ``kubesolo_update_info{bootloader,from_version,to_version,target_slot}``: always 1;
-* ``kubesolo_update_source_ok{source}``: 0 when state.json or the boot env cannot be read.
+* ``kubesolo_update_source_ok{source}``: 0 when state.json or the boot env cannot be read;
+* ``kubesolo_update_refusal{reason}``: 1 for each reason the last check/apply was held back
+  or refused for (every reason of :mod:`kubesolo_core.refusals` always emitted);
+* ``kubesolo_update_unsigned``: 1 when the box runs with ``allow_unsigned=true`` and no
+  trust root (releases not verified); ``kubesolo_update_trust_info{mode,channel}``.
 """
 
 from __future__ import annotations
@@ -188,6 +192,28 @@ class UpdateCollector:
                 for name, ok in sorted(checks.items()):
                     fam.add_metric([str(name)], 1.0 if ok else 0.0)
             yield fam
+
+        from kubesolo_entrypoints.trust import ALL_REASONS, trust_view
+
+        seen = check.get("refusals") if check is not None else None
+        current = set(seen) if isinstance(seen, list) else set()
+        fam = gauge(
+            "refusal",
+            "1 for each reason the last check/apply was held back or refused for",
+            ["reason"],
+        )
+        for reason in sorted(set(ALL_REASONS) | {str(r) for r in current}):
+            fam.add_metric([reason], 1.0 if reason in current else 0.0)
+        yield fam
+        view = trust_view(self.settings)
+        g = gauge(
+            "unsigned", "1 when releases are not verified (allow_unsigned=true, no trust root)"
+        )
+        g.add_metric([], 1.0 if view["unsigned"] else 0.0)
+        yield g
+        fam = gauge("trust_info", "How releases are trusted (always 1)", ["mode", "channel"])
+        fam.add_metric([view["mode"], view.get("channel", "")], 1.0)
+        yield fam
 
         info = gauge(
             "info",
