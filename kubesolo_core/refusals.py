@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from kubesolo_core.errors import KubesoloError
+from kubesolo_core.errors import OperationFailed
 
 #: reason -> the sentence an operator reads beside it
 REASONS: dict[str, str] = {
@@ -72,7 +72,7 @@ class Refusal:
         return cls(reason=reason, message=sentence(reason), detail=detail)
 
 
-class TrustRefused(KubesoloError):
+class TrustRefused(OperationFailed):
     """TUF (or the agent's own checks of signed data) refused a release.
 
     Nothing was written to the passive slot that the signed metadata did not

@@ -64,13 +64,18 @@ class _State:
     files: dict[str, bytes]
     queue: collections.deque[Fault] = field(default_factory=collections.deque)
     always: Fault | None = None
+    #: standing faults for one path only (checked before the queue)
+    by_path: dict[str, Fault] = field(default_factory=dict)
     log: list[Logged] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def next_fault(self, path: str, range_header: str | None) -> Fault | None:
         with self.lock:
-            fault = self.queue.popleft() if self.queue else self.always
+            if path in self.by_path:
+                fault: Fault | None = self.by_path[path]
+            else:
+                fault = self.queue.popleft() if self.queue else self.always
             self.log.append(Logged(path, range_header, fault.kind if fault else None))
             return fault
 
@@ -222,6 +227,15 @@ class FaultServer:
         """Queue faults for the next requests, one per request, in order."""
         with self.state.lock:
             self.state.queue.extend(faults)
+
+    def fault_path(self, path: str, fault: Fault | None) -> None:
+        """Apply ``fault`` to every request for ``path`` (None: behave again)."""
+        key = "/" + path.lstrip("/")
+        with self.state.lock:
+            if fault is None:
+                self.state.by_path.pop(key, None)
+            else:
+                self.state.by_path[key] = fault
 
     def always(self, fault: Fault | None) -> None:
         """Apply ``fault`` to every request once the queue is empty (None: behave)."""
