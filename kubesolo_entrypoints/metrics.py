@@ -205,14 +205,14 @@ class UpdateCollector:
         for reason in sorted(set(ALL_REASONS) | {str(r) for r in current}):
             fam.add_metric([reason], 1.0 if reason in current else 0.0)
         yield fam
-        view = trust_view(self.settings)
+        trust = trust_view(self.settings)
         g = gauge(
             "unsigned", "1 when releases are not verified (allow_unsigned=true, no trust root)"
         )
-        g.add_metric([], 1.0 if view["unsigned"] else 0.0)
+        g.add_metric([], 1.0 if trust["unsigned"] else 0.0)
         yield g
         fam = gauge("trust_info", "How releases are trusted (always 1)", ["mode", "channel"])
-        fam.add_metric([view["mode"], view.get("channel", "")], 1.0)
+        fam.add_metric([trust["mode"], trust.get("channel", "")], 1.0)
         yield fam
 
         info = gauge(
