@@ -139,10 +139,18 @@ class HttpFetcher:
     speed_window: float = 60
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    #: the TLS context, built once: loading the CA store costs tens of ms, and a
+    #: TUF refresh makes several requests
+    _context: ssl.SSLContext | bool | None = attrs.field(default=None, init=False, repr=False)
 
     # ----------------------------------------------------------------- plumbing
 
     def _ssl(self) -> ssl.SSLContext | bool:
+        if self._context is None:
+            self._context = self._new_ssl()
+        return self._context
+
+    def _new_ssl(self) -> ssl.SSLContext | bool:
         if self.verify is False:
             return False
         if isinstance(self.verify, str):
