@@ -19,8 +19,9 @@ targets metadata, the rest from the verified channel document.
   ``Content-Length`` before the first byte);
 * with a chunk list in the channel document, each chunk is held until its
   SHA-256 matches and only then passed on, and the last one is held until
-  the stream ended at exactly the TUF length with the TUF hash: no byte TUF
-  has not vouched for reaches the slot;
+  the stream ended at exactly the TUF length: no byte TUF has not vouched
+  for reaches the slot (the list is vouched for through the channel
+  document's TUF hash, so the whole-image hash is not computed again);
 * without one (a repository of other TUF tooling), the TUF hash is checked
   as the stream ends, before the slot is staged (the slot writer never
   writes the head of a failed image);
@@ -298,8 +299,13 @@ class TufFetcher:
                 way_out="run check/apply again: the image must come from a verified release",
             )
         safe_target_path(image.url.split("/targets/", 1)[-1])
+        # With a chunk list every byte is checked before it is passed on (the list
+        # is vouched for by TUF through the channel document's hash), so a second
+        # whole-image hash would only cost a pass over the image.
         try:
-            chunks = self.http.open_image(image.url, image, progress)
+            chunks = self.http.open_image(
+                image.url, image, progress, check_hash=not vouched.chunk_sha256
+            )
         except FetchError as exc:
             reason = classify_fetch_error(exc)
             if reason is None:
@@ -340,6 +346,12 @@ def _chunk_verified(chunks: Iterator[bytes], vouched: _Vouched, what: str) -> It
         return min(step, size - i * step)
 
     for piece in chunks:
+        if index < len(hashes) and have + len(piece) < expected(index):
+            # the common case: a whole piece inside the current chunk
+            digest.update(piece)
+            pending.append(piece)
+            have += len(piece)
+            continue
         view = memoryview(piece)
         while view:
             if index >= len(hashes):
@@ -369,5 +381,5 @@ def _chunk_verified(chunks: Iterator[bytes], vouched: _Vouched, what: str) -> It
             pending, have, digest = [], 0, hashlib.sha256()
     if index < len(hashes):
         raise TrustRefused("length_mismatch", f"{what}: ended after chunk {index} of {len(hashes)}")
-    # The upstream ended cleanly: its length and whole-file hash checks passed.
+    # The upstream ended cleanly at the TUF length.
     yield from held

@@ -73,3 +73,36 @@ def test_the_archive_is_self_contained(pyz: Path) -> None:
     proc = run(pyz, "--slot-a", "UUID=x", "status")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "--slot-a" in proc.stderr
+
+
+def test_signed_check_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
+    # The archive has no cryptography (a compiled library): securesystemslib
+    # verifies the Ed25519 signatures in pure Python.
+    repo = demo.signed_repository(tmp_path / "publisher")
+    raw = tmp_path / "os.img"
+    raw.write_bytes(b"\x5a" * 200_000)
+    repo.add(raw, version="1.4.0", compress="gzip")
+    box = demo.Sandbox(tmp_path)
+    for slot in Slot:
+        box.slot(slot).write_bytes(b"\0" * 400_000)
+    proc = run(
+        pyz,
+        *box.cli_args(tmp_path / "state" / "state.json"),
+        "--server", repo.served.as_uri() + "/",
+        "--trust-root", str(repo.metadata_dir / "1.root.json"),
+        "check", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["available_version"] == "1.4.0" and doc["trust"]["mode"] == "tuf"
+    tampered = repo.metadata_dir / "timestamp.json"
+    tampered.write_text(tampered.read_text().replace('"version": ', '"version": 1', 1))
+    proc = run(
+        pyz,
+        *box.cli_args(tmp_path / "state" / "state.json"),
+        "--server", repo.served.as_uri() + "/",
+        "--trust-root", str(repo.metadata_dir / "1.root.json"),
+        "check", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 6, proc.stderr
+    assert json.loads(proc.stdout)["refusals"][0]["reason"] == "bad_signature"
