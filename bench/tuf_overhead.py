@@ -154,8 +154,9 @@ def main() -> None:
     unsigned_rounds = [round(t, 2) for t in times[False]]
     print(f"    signed (TUF, chunks)  best {signed_best:6.2f} s   rounds {signed_rounds}")
     print(
-        f"    unsigned              best {unsigned_best:6.2f} s   rounds {unsigned_rounds}   <- baseline"
+        f"    unsigned              best {unsigned_best:6.2f} s   rounds {unsigned_rounds}", end=""
     )
+    print("   <- baseline")
     print(
         f"    overhead              best/best {(signed_best / unsigned_best - 1) * 100:+.1f} %, "
         f"median of per-round ratios {(statistics.median(ratios) - 1) * 100:+.1f} % "
