@@ -100,9 +100,7 @@ def tapped(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def hashed(
-    chunks: Iterable[bytes], *, size: int, sha256: str | None, what: str
-) -> Iterator[bytes]:
+def hashed(chunks: Iterable[bytes], *, size: int, sha256: str | None, what: str) -> Iterator[bytes]:
     """Pass ``chunks`` through; refuse more than ``size`` bytes; check size and hash at the end.
 
     ``sha256=None`` checks the length only (for a caller that verifies every

@@ -146,7 +146,7 @@ def test_the_console_script_runs() -> None:
             "-c",
             "from kubesolo_entrypoints.publisher.cli import main; main()",
             "--help",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=60,
