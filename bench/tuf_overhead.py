@@ -21,6 +21,8 @@ same image file, for the unsigned runs.
     each run; the best of each side (as bench/apply_throughput.py keeps) and
     the median of the per-round ratios (both sides of a round share its load)
     (goal: signed within 3%).
+(3) The stream alone (lookup + fetch + length/hash/chunk checks into nothing):
+    the verification's own cost, without the disk's noise.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3, help="signed/unsigned apply pairs")
     parser.add_argument("--lookups", type=int, default=15, help="release lookups per kind")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="e.g. /dev/shm: no disk noise")
+    parser.add_argument("--chunk-kib", type=int, default=4096, help="the publisher's chunk size")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root: loop devices and cache drops")
@@ -68,7 +71,7 @@ def main() -> None:
         sha = make_image(raw, args.size_mib)
         repo = Repository(work / "publisher")
         repo.init()
-        repo.add(raw, version="2.0.0", compress="none")
+        repo.add(raw, version="2.0.0", compress="none", chunk_size=args.chunk_kib << 10)
         raw.unlink()
         (stored,) = (repo.targets_dir / "images").iterdir()
         size = stored.stat().st_size
@@ -121,6 +124,21 @@ def main() -> None:
                     raise SystemExit("read-back mismatch")
                 return elapsed
 
+            # ---------------------------------------------------------- (3) streams only
+            def stream_once(signed: bool) -> float:
+                start = time.monotonic()
+                fetcher = tuf(warm_cache) if signed else http
+                url = base if signed else base + "release.json"
+                release = parse_release(fetcher.fetch_release(url))
+                for _ in fetcher.open_image(url, release.image):
+                    pass
+                return time.monotonic() - start
+
+            streams: dict[bool, list[float]] = {True: [], False: []}
+            for n in range(2 * args.rounds):
+                for signed in (True, False) if n % 2 == 0 else (False, True):
+                    streams[signed].append(stream_once(signed))
+
             times: dict[bool, list[float]] = {True: [], False: []}
             with loop_device(work / "slot.img", size + MIB) as device:
                 for n in range(args.rounds):
@@ -144,7 +162,10 @@ def main() -> None:
     # each round ran both sides back to back: their ratio shares the round's load
     ratios = [s / u for s, u in zip(times[True], times[False], strict=True)]
     load = os.getloadavg()[0]
-    print(f"\nTUF overhead, {args.size_mib} MiB image, {os.cpu_count()} cores, load {load:.1f}")
+    print(
+        f"\nTUF overhead, {args.size_mib} MiB image, chunks of {args.chunk_kib} KiB, "
+        f"{os.cpu_count()} cores, load {load:.1f}"
+    )
     print(f"(1) release lookup, median of {args.lookups}:")
     print(f"    TUF cold cache        {ms(cold)}")
     print(f"    TUF warm cache        {ms(warm)}")
@@ -161,6 +182,15 @@ def main() -> None:
         f"    overhead              best/best {(signed_best / unsigned_best - 1) * 100:+.1f} %, "
         f"median of per-round ratios {(statistics.median(ratios) - 1) * 100:+.1f} % "
         "(goal: within 3%)"
+    )
+    stream_ratios = [s / u for s, u in zip(streams[True], streams[False], strict=True)]
+    print(f"(3) stream only (lookup + fetch + checks, no disk), {2 * args.rounds} rounds:")
+    print(f"    signed (TUF, chunks)  best {min(streams[True]):6.2f} s")
+    print(f"    unsigned              best {min(streams[False]):6.2f} s   <- baseline")
+    best_ratio = min(streams[True]) / min(streams[False])
+    print(
+        f"    overhead              best/best {(best_ratio - 1) * 100:+.1f} %, "
+        f"median of per-round ratios {(statistics.median(stream_ratios) - 1) * 100:+.1f} %"
     )
 
 

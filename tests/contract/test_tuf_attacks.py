@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -29,10 +28,9 @@ from kubesolo_adapters.http import HttpFetcher
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.refusals import REASONS, TrustRefused
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 from tests.contract.faultserver import Fault, FaultServer
 from tests.contract.nginx import nginx_binary, nginx_serving
-from tests.contract.tufworld import IMAGE_BYTES, TufWorld, now
+from tests.contract.tufworld import TufWorld, now, padded_images
 from tests.tools import require_tool
 
 VERSIONS = ("0.9.0", "1.0.0", "1.1.0", "1.2.0")
@@ -41,13 +39,7 @@ VERSIONS = ("0.9.0", "1.0.0", "1.1.0", "1.2.0")
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     require_tool("mkfs.ext2", "debugfs")
-    work = tmp_path_factory.mktemp("images")
-    # A 1 MiB ext2 filesystem (its version file readable) padded with random bytes:
-    # two images differ all along, so a byte that reaches the slot always shows.
-    return {
-        v: demo.make_image(work, v, size=1 << 20) + os.urandom(IMAGE_BYTES - (1 << 20))
-        for v in VERSIONS
-    }
+    return padded_images(tmp_path_factory.mktemp("images"), VERSIONS)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ from typer.testing import CliRunner
 
 from kubesolo_core.channel import ChannelDoc, ChannelImage, channel_document
 from kubesolo_core.lifecycle import Phase
-from kubesolo_core.slots import Slot
 from kubesolo_entrypoints import demo
 from kubesolo_entrypoints.cli import Run, app
 from kubesolo_entrypoints.exitcodes import ExitCode
 from kubesolo_entrypoints.metrics import render
 from tests.contract.nginx import nginx_binary, nginx_serving
-from tests.contract.tufworld import IMAGE_BYTES, TufWorld, now
+from tests.contract.tufworld import TufWorld, now, padded_images
 from tests.tools import require_tool
 
 runner = CliRunner()
@@ -36,11 +34,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     require_tool("mkfs.ext2", "debugfs")
-    work = tmp_path_factory.mktemp("images")
-    return {
-        v: demo.make_image(work, v, size=1 << 20) + os.urandom(IMAGE_BYTES - (1 << 20))
-        for v in ("0.9.0", "1.0.0", "1.1.0", "1.2.0")
-    }
+    return padded_images(tmp_path_factory.mktemp("images"), ("0.9.0", "1.0.0", "1.1.0", "1.2.0"))
 
 
 @pytest.fixture
@@ -135,19 +129,7 @@ def test_a_repository_of_other_tuf_tooling_works(tmp_path: Path, images: dict[st
 
 def _invoke(world: TufWorld, *args: str, **flags: Any) -> Any:
     run = Run(
-        {
-            "config": "/dev/null",
-            "state": str(world.state),
-            "server": world.url(),
-            "trust_root": str(world.shipped_root),
-            "bootloader": "grub",
-            "grubenv": str(world.box.grubenv),
-            "slot_a": str(world.box.slot(Slot.A)),
-            "slot_b": str(world.box.slot(Slot.B)),
-            "cmdline": str(world.box.cmdline),
-            "boot_id": str(world.box.boot_id),
-            **flags,
-        },
+        world.flags(world.url(), **flags),
         ports={"kube": world.kube, "probes": world.probes},
         environ={},
     )

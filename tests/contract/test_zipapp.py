@@ -85,24 +85,22 @@ def test_signed_check_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
     box = demo.Sandbox(tmp_path)
     for slot in Slot:
         box.slot(slot).write_bytes(b"\0" * 400_000)
-    proc = run(
-        pyz,
-        *box.cli_args(tmp_path / "state" / "state.json"),
-        "--server", repo.served.as_uri() + "/",
-        "--trust-root", str(repo.metadata_dir / "1.root.json"),
-        "check", "--json",
-    )  # fmt: skip
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return run(
+            pyz,
+            *box.cli_args(tmp_path / "state" / "state.json"),
+            "--server", repo.served.as_uri() + "/",
+            "--trust-root", str(repo.metadata_dir / "1.root.json"),
+            "check", "--json",
+        )  # fmt: skip
+
+    proc = check()
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["available_version"] == "1.4.0" and doc["trust"]["mode"] == "tuf"
     tampered = repo.metadata_dir / "timestamp.json"
     tampered.write_text(tampered.read_text().replace('"version": ', '"version": 1', 1))
-    proc = run(
-        pyz,
-        *box.cli_args(tmp_path / "state" / "state.json"),
-        "--server", repo.served.as_uri() + "/",
-        "--trust-root", str(repo.metadata_dir / "1.root.json"),
-        "check", "--json",
-    )  # fmt: skip
+    proc = check()
     assert proc.returncode == 6, proc.stderr
     assert json.loads(proc.stdout)["refusals"][0]["reason"] == "bad_signature"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,15 @@ from kubesolo_entrypoints.publisher.repo import Repository
 #: bigger than the slot writer's held-back head (1 MiB), so "nothing written" is the
 #: chunk checks' doing, not only the head-last rule's
 IMAGE_BYTES = 3 << 20
+
+
+def padded_images(work: Path, versions: tuple[str, ...]) -> dict[str, bytes]:
+    """A 1 MiB ext2 filesystem per version (its version file readable) padded with random
+    bytes to IMAGE_BYTES: two images differ all along, so a byte that reaches a slot shows."""
+    return {
+        v: demo.make_image(work, v, size=1 << 20) + os.urandom(IMAGE_BYTES - (1 << 20))
+        for v in versions
+    }
 
 
 def now() -> dt.datetime:
@@ -106,25 +116,26 @@ class TufWorld:
         shutil.copytree(self.repo.served, dest)
         return dest
 
+    def flags(self, server: str, **extra: str | None) -> dict[str, str | None]:
+        """The settings of this box as update.conf keys (``extra`` wins)."""
+        return {
+            "config": "/dev/null",
+            "state": str(self.state),
+            "server": server,
+            "trust_root": str(self.shipped_root),
+            "bootloader": "grub",
+            "grubenv": str(self.box.grubenv),
+            "slot_a": str(self.box.slot(Slot.A)),
+            "slot_b": str(self.box.slot(Slot.B)),
+            "cmdline": str(self.box.cmdline),
+            "boot_id": str(self.box.boot_id),
+            "kube_system_settle": "0",
+            "settle_timeout": "0",
+            **extra,
+        }
+
     def settings(self, server: str, **extra: str) -> Any:
-        return load_settings(
-            {
-                "config": "/dev/null",
-                "state": str(self.state),
-                "server": server,
-                "trust_root": str(self.shipped_root),
-                "bootloader": "grub",
-                "grubenv": str(self.box.grubenv),
-                "slot_a": str(self.box.slot(Slot.A)),
-                "slot_b": str(self.box.slot(Slot.B)),
-                "cmdline": str(self.box.cmdline),
-                "boot_id": str(self.box.boot_id),
-                "kube_system_settle": "0",
-                "settle_timeout": "0",
-                **extra,
-            },
-            environ={},
-        )
+        return load_settings(self.flags(server, **extra), environ={})
 
     def agent(self, server: str | None = None, *, http: HttpFetcher | None = None) -> Any:
         settings = self.settings(server or self.url())
