@@ -70,6 +70,29 @@ class _TooSlow(Exception):
     """The transfer stayed under the minimum speed for a whole window."""
 
 
+@attrs.define
+class _SpeedGuard:
+    """Raise _TooSlow when fewer than ``min_speed`` bytes/s arrive over a whole window."""
+
+    fetcher: HttpFetcher
+    start: float = 0.0
+    got: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.start = self.fetcher.monotonic()
+
+    def feed(self, count: int) -> None:
+        self.got += count
+        now = self.fetcher.monotonic()
+        if now - self.start >= self.fetcher.speed_window:
+            if self.got < self.fetcher.min_speed * (now - self.start):
+                raise _TooSlow(
+                    f"slower than {self.fetcher.min_speed:.0f} bytes/s for "
+                    f"{now - self.start:.0f} s ({self.got} bytes)"
+                )
+            self.start, self.got = now, 0
+
+
 class _Retry(Exception):
     """A failed attempt worth another try."""
 
@@ -220,13 +243,18 @@ class HttpFetcher:
                 response, _ = dl.connect(0, whole_limit=limit)
                 try:
                     body = bytearray()
+                    # metadata is small, but a trickle must not hold the box either
+                    speed = _SpeedGuard(fetcher=self)
                     for part in response.iter_raw(self.chunk_size):
                         body += part
                         if len(body) > limit:
                             raise FetchTooLong(
                                 f"{url}: bigger than {limit} bytes: not a release document"
                             )
+                        speed.feed(len(part))
                     return bytes(body)
+                except _TooSlow as slow:
+                    dl.failed(str(slow))
                 except httpx.TransportError as exc:
                     dl.transport_failed(exc)
                 finally:
@@ -443,19 +471,10 @@ class _Download:
                 if response is None:
                     response, skip = self.connect(got, whole_limit=self.size)
                 start = got
-                window_start = self.fetcher.monotonic()
-                window_bytes = 0
+                speed = _SpeedGuard(fetcher=self.fetcher)
                 try:
                     for part in response.iter_raw():
-                        window_bytes += len(part)
-                        now = self.fetcher.monotonic()
-                        if now - window_start >= self.fetcher.speed_window:
-                            if window_bytes < self.fetcher.min_speed * (now - window_start):
-                                raise _TooSlow(
-                                    f"slower than {self.fetcher.min_speed:.0f} bytes/s for "
-                                    f"{now - window_start:.0f} s ({window_bytes} bytes)"
-                                )
-                            window_start, window_bytes = now, 0
+                        speed.feed(len(part))
                         chunk = part
                         if skip:
                             drop = min(skip, len(chunk))

@@ -204,6 +204,11 @@ class TufFetcher:
 
     def _target_url(self, base: str, info: TargetFile) -> str:
         path = info.get_prefixed_paths()[0] if self._consistent() else info.path
+        try:
+            # the hash prefix comes from signed metadata too: judge the whole path
+            safe_target_path(path)
+        except UnsafeTargetPath as exc:
+            raise TrustRefused("unsafe_target_path", exc.message) from None
         return f"{base}targets/{path}"
 
     # ----------------------------------------------------------------- Fetcher port
@@ -298,7 +303,6 @@ class TufFetcher:
                 f"{image.url} was not looked up through TUF in this run",
                 way_out="run check/apply again: the image must come from a verified release",
             )
-        safe_target_path(image.url.split("/targets/", 1)[-1])
         # With a chunk list every byte is checked before it is passed on (the list
         # is vouched for by TUF through the channel document's hash), so a second
         # whole-image hash would only cost a pass over the image.

@@ -162,7 +162,11 @@ def main_options(  # noqa: PLR0917  (typer maps parameters to options)
         help="state file [default: /var/lib/kubesolo/update/state.json]",
     ),
     server: str | None = typer.Option(
-        None, "--server", metavar="URL", help="the release document (https, http, file)"
+        None,
+        "--server",
+        metavar="URL",
+        help="the TUF repository (https, http, file); with allow_unsigned=true and no "
+        "trust root, a plain release document",
     ),
     bootloader: str | None = typer.Option(
         None, "--bootloader", metavar="grub|tryboot|auto", help="[default: auto]"

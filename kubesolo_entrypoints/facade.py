@@ -7,7 +7,8 @@ here prints, exits or configures logging; errors are the classes of
 
     from kubesolo_entrypoints.facade import agent_from_config
 
-    agent = agent_from_config({"server": "https://updates.example.com/stable/release.json",
+    agent = agent_from_config({"server": "https://updates.example.com/kubesolo-os/",
+                               "trust_root": "/etc/kubesolo/root.json",
                                "slot_a": "/dev/sda2", "slot_b": "/dev/sda3"})
     result = agent.check()          # CheckResult
     if result.update_available:

@@ -413,3 +413,31 @@ def test_repository_resigned_with_an_old_root_key_after_rotation(world: TufWorld
     _sign(md, [*old_root_key, attacker])
     _write(mirror, "root", md)
     refused(world, world.agent(world.url(mirror)), "bad_signature")
+
+
+def test_slow_retrieval_of_metadata(world: TufWorld) -> None:
+    slow = HttpFetcher(
+        connect_timeout=2,
+        read_timeout=0.5,
+        retries=1,
+        backoff=0.01,
+        max_backoff=0.05,
+        min_speed=100_000,
+        speed_window=0.3,
+    )
+    with _fault_server(world, world.repo.served) as server:
+        server.fault_path(
+            "/metadata/timestamp.json", Fault("trickle", at=1 << 20, delta=20, seconds=0.05)
+        )
+        refused(world, world.agent(server.url(""), http=slow), "slow_retrieval")
+
+
+def test_a_signed_hash_prefix_cannot_leave_the_repository(world: TufWorld) -> None:
+    # python-tuf builds consistent-snapshot URLs from the hash in signed metadata
+    # without judging it; the agent judges the whole path.
+    repo = world.repo
+    targets = repo.load("targets")
+    (path,) = [p for p in targets.signed.targets if p.startswith("images/")]
+    targets.signed.targets[path].hashes["sha256"] = "../../../../etc/passwd#"
+    repo._cascade(repo._resign("targets", targets))
+    refused(world, world.agent(), "unsafe_target_path")
