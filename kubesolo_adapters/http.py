@@ -245,7 +245,7 @@ class HttpFetcher:
                     body = bytearray()
                     # metadata is small, but a trickle must not hold the box either
                     speed = _SpeedGuard(fetcher=self)
-                    for part in response.iter_raw(self.chunk_size):
+                    for part in response.iter_raw():  # as it arrives: the guard sees the pace
                         body += part
                         if len(body) > limit:
                             raise FetchTooLong(
