@@ -129,7 +129,7 @@ def test_a_repository_of_other_tuf_tooling_works(tmp_path: Path, images: dict[st
 
 def _invoke(world: TufWorld, *args: str, **flags: Any) -> Any:
     run = Run(
-        world.flags(world.url(), **flags),
+        {**world.flags(world.url()), **flags},
         ports={"kube": world.kube, "probes": world.probes},
         environ={},
     )
