@@ -243,6 +243,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
     from kubesolo_entrypoints import render
     from kubesolo_entrypoints.bootstrap import build_agent
     from kubesolo_entrypoints.config import load_settings
+    from kubesolo_entrypoints.trust import trust_view
 
     # debugfs and mkfs live in sbin, which a non-root PATH may lack.
     path = os.environ.get("PATH", "")
@@ -310,6 +311,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             def status(title: str) -> None:
                 _say(f"\n$ kubesolo-update status   # {title}")
                 _show(render.status_text(agent.status(), where=str(box.grubenv)))
+                _show(f"Trust:       {trust_view(settings)['note']}")
 
             def healthcheck() -> bool:
                 _say("$ kubesolo-update healthcheck   # what init runs at every boot")

@@ -272,6 +272,8 @@ def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.exit_code == 0, r.output
     assert "GRUB rolls back" in r.stdout
     assert "Last error:  bootloader rolled back to slot B" in r.stdout
+    # signed: the agent's TUF client against the demo repository's root, never unsigned
+    assert "Trust:       TUF, channel stable" in r.stdout and "UNSIGNED" not in r.stdout
 
 
 # --------------------------------------------------------------------------- exit codes
