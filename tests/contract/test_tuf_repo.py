@@ -169,6 +169,22 @@ def test_check_json_lists_preflight_reasons_held_back(world: TufWorld) -> None:
     assert 'kubesolo_update_refusal{reason="blocked_node"} 1.0' in render(_invoke_settings(world))
 
 
+def test_apply_json_explains_a_preflight_refusal(world: TufWorld) -> None:
+    world.kube.block()
+    before = world.slot_digest()
+    r = _invoke(world, "apply", "--json")
+    assert r.exit_code == ExitCode.REFUSED, r.output
+    doc = json.loads(r.stdout)
+    assert [x["reason"] for x in doc["refusals"]] == ["blocked_node"]
+    assert "label that blocks updates" in doc["refusals"][0]["message"]
+    assert world.slot_digest() == before
+    world.kube.block(False)
+    r = _invoke(world, "apply", "--json")
+    assert r.exit_code == 0, r.output
+    done = json.loads(r.stdout)
+    assert done["ok"] is True and done["state"]["phase"] == "staged" and done["refusals"] == []
+
+
 def test_status_says_how_releases_are_trusted(world: TufWorld) -> None:
     r = _invoke(world, "status")
     assert "Trust:       TUF, channel stable" in r.stdout
