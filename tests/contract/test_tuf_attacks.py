@@ -24,12 +24,12 @@ from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, MetaFile, TargetFile
 from tuf.api.serialization.json import JSONSerializer
 
-from kubesolo_adapters.http import HttpFetcher
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.refusals import REASONS, TrustRefused
 from kubesolo_core.slots import Slot
 from tests.contract.faultserver import Fault, FaultServer
 from tests.contract.nginx import nginx_binary, nginx_serving
+from tests.contract.test_fetch_faults import slow_guarded
 from tests.contract.tufworld import TufWorld, now, padded_images
 from tests.tools import require_tool
 
@@ -250,15 +250,7 @@ def test_endless_data_image(world: TufWorld) -> None:
 
 
 def test_slow_retrieval(world: TufWorld) -> None:
-    slow = HttpFetcher(
-        connect_timeout=2,
-        read_timeout=0.5,
-        retries=1,
-        backoff=0.01,
-        max_backoff=0.05,
-        min_speed=100_000,
-        speed_window=0.3,
-    )
+    slow = slow_guarded(retries=1, window=0.3)
     with _fault_server(world, world.repo.served) as server:
         path = "/" + str(_image_file(world.repo.served, "1.1.0").relative_to(world.repo.served))
         server.fault_path(path, Fault("trickle", at=1 << 20, delta=100, seconds=0.05))
@@ -416,15 +408,7 @@ def test_repository_resigned_with_an_old_root_key_after_rotation(world: TufWorld
 
 
 def test_slow_retrieval_of_metadata(world: TufWorld) -> None:
-    slow = HttpFetcher(
-        connect_timeout=2,
-        read_timeout=0.5,
-        retries=1,
-        backoff=0.01,
-        max_backoff=0.05,
-        min_speed=100_000,
-        speed_window=0.3,
-    )
+    slow = slow_guarded(retries=1, window=0.3)
     with _fault_server(world, world.repo.served) as server:
         server.fault_path(
             "/metadata/timestamp.json", Fault("trickle", at=1 << 20, delta=20, seconds=0.05)
