@@ -15,7 +15,10 @@ name found on two devices rather than guess.
 
 The writer is the one place that destroys data, so it is careful:
 
-* it resolves the slot once and writes only that device or file;
+* it resolves the slot once and writes only that device or file, opened
+  through :func:`kubesolo_adapters.slotguard.open_slot_for_write`, which
+  proves on the open descriptor that it is not the other slot, a mounted
+  filesystem or a disk holding them (identity, not spelling);
 * it refuses before the first byte when the image does not fit, and opens a
   block device with ``O_EXCL`` so a mounted (or otherwise claimed) slot is
   refused with EBUSY instead of being overwritten under a live filesystem;
@@ -39,7 +42,6 @@ mount into a temporary directory, which needs root.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -56,8 +58,9 @@ from pathlib import Path
 
 import attrs
 
+from kubesolo_adapters import slotguard
 from kubesolo_adapters.streams import raw_chunks, tapped
-from kubesolo_core.errors import SlotError, VerifyError
+from kubesolo_core.errors import SlotConflict, SlotError, VerifyError
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
 from kubesolo_core.release import ImageSpec
 from kubesolo_core.slots import Slot
@@ -201,6 +204,18 @@ class _Target:
     problem: str = ""
 
 
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
 def _version_text(data: bytes | None) -> str | None:
     if not data or len(data) > _VERSION_LIMIT:
         return None
@@ -273,7 +288,9 @@ class BlockSlotStore:
         if stat.S_ISREG(st.st_mode):
             return _Target(spec=spec, path=path, kind="file")
         return _Target(
-            spec=spec, path=path, problem=f"{path} is neither a block device nor an image file"
+            spec=spec,
+            path=path,
+            problem=f"{path} is {_file_kind(st.st_mode)}, neither a block device nor an image file",
         )
 
     @staticmethod
@@ -427,26 +444,42 @@ class BlockSlotStore:
             )
         return WriteResult(written=written, raw_sha256=digest, served_sha256=served)
 
-    @staticmethod
-    def _open_for_write(slot: Slot, target: _Target) -> int:
+    def _survivors(self, slot: Slot) -> list[tuple[str, str]]:
+        # The slot that must survive a write of ``slot``: the other one (booted or committed).
+        other = self._resolve(slot.other())
+        if other.kind is None or other.path is None:
+            return []
+        return [(f"slot {slot.other().value}", other.path)]
+
+    def check_writable(self, slot: Slot) -> None:
+        """Raise SlotConflict when writing ``slot`` could touch the other slot or a mount.
+
+        By identity (device and inode, disk extents), never by the spelling of
+        the specs; a missing slot is preflight's business and passes here.
+        """
+        target = self._resolve(slot)
+        if target.kind is None or target.path is None:
+            return
+        ident = slotguard.identify(target.path)
+        if ident is None:
+            return
+        survivors = [
+            (name, other)
+            for name, path in self._survivors(slot)
+            if (other := slotguard.identify(path)) is not None
+        ]
+        reason = slotguard.write_refusal(ident, f"slot {slot.value}", survivors)
+        if reason is not None:
+            raise SlotConflict(f"refusing to write: {reason}; nothing was written")
+
+    def _open_for_write(self, slot: Slot, target: _Target) -> int:
         assert target.path is not None  # noqa: S101
-        # No O_CREAT and no O_TRUNC: the slot exists and keeps its size.
-        flags = os.O_WRONLY | os.O_CLOEXEC
-        if target.kind == "block":
-            flags |= os.O_EXCL  # on a block device: EBUSY when mounted or claimed
-        try:
-            return os.open(target.path, flags)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                raise SlotError(
-                    f"slot {slot.value} ({target.path}) is mounted/in use (EBUSY on an "
-                    "exclusive open); nothing was written",
-                    way_out="unmount the passive slot; it must not be in use during an update",
-                ) from None
-            raise SlotError(
-                f"slot {slot.value} ({target.path}) could not be opened for writing: "
-                f"{exc.strerror}; nothing was written"
-            ) from None
+        return slotguard.open_slot_for_write(
+            target.path,
+            target_name=f"slot {slot.value}",
+            survivors=self._survivors(slot),
+            exclusive=target.kind == "block",
+        )
 
     def _stream(
         self,

@@ -30,7 +30,7 @@ import attrs
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
 from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
 from kubesolo_core.codec import dumps_state, loads_state
-from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
+from kubesolo_core.errors import CorruptState, FetchError, SlotConflict, SlotError, VerifyError
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import BLOCK_LABEL, PodInfo, ProbeResult, Unavailable
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
@@ -203,6 +203,20 @@ class MemorySlotStore:
     )
     #: flip one bit of the next write on its way to the "disk"
     flip_next_write: bool = False
+    #: a misconfiguration: this slot is another name for the other slot (a
+    #: symlink to its file, say), so its bytes are the other slot's bytes
+    alias_of_other: Slot | None = None
+
+    def _medium(self, slot: Slot) -> Slot:
+        return slot.other() if slot is self.alias_of_other else slot
+
+    def check_writable(self, slot: Slot) -> None:
+        if self._medium(slot) is not slot:
+            raise SlotConflict(
+                f"refusing to write: slot {slot.value} 'memory:{slot.value}' resolves to "
+                f"memory:{slot.other().value}, the same as slot {slot.other().value}: they are "
+                "one slot; nothing was written"
+            )
 
     def describe(self, slot: Slot) -> SlotInfo:
         size = self.capacities.get(slot)
@@ -219,7 +233,7 @@ class MemorySlotStore:
         return self.capacities.get(slot)
 
     def read_version(self, slot: Slot) -> str | None:
-        meta = image_meta(self.contents.get(slot))
+        meta = image_meta(self.contents.get(self._medium(slot)))
         version = meta.get("version") if meta else None
         return version if isinstance(version, str) else None
 
@@ -233,6 +247,8 @@ class MemorySlotStore:
         capacity = self.capacities.get(slot)
         if capacity is None:
             raise SlotError(f"slot {slot.value} not found")
+        self.check_writable(slot)  # as the real store: the guard right before the first byte
+        slot = self._medium(slot)
         served = hashlib.sha256()
         if image.raw_size > capacity:
             raise SlotError(

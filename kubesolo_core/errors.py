@@ -84,3 +84,13 @@ class InvalidRelease(CorruptInput):
 
 class ConfigError(KubesoloError):
     """A configuration key, value or file is wrong (usage error)."""
+
+
+class SlotConflict(ConfigError):
+    """The passive slot's spec resolves to the running system: the booted or committed
+    slot, a mounted filesystem, or a disk holding them. Nothing was written."""
+
+    way_out = (
+        "point slot_a=/slot_b= (--slot-a/--slot-b) at the two distinct slot partitions "
+        "(see `kubesolo-update status`)"
+    )

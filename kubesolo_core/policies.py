@@ -49,13 +49,15 @@ def preflight(
     release: Release,
     current_version: str | None,
     slot_capacity: int | None,
+    slot_problem: str | None = None,
     node_labels: Mapping[str, str] | Unavailable,
     force: bool = False,
     allow_downgrade: bool = False,
 ) -> PreflightReport:
     """Decide whether an update may touch the passive slot.
 
-    ``slot_capacity`` is None when the passive slot is missing. An image that
+    ``slot_capacity`` is None when the passive slot is missing (``slot_problem``
+    says which spec and why, for the refusal). An image that
     cannot physically fit is refused even with ``force`` (the write could only
     fail halfway); ``force`` skips the headroom and the node label.
     """
@@ -65,7 +67,9 @@ def preflight(
     raw = release.image.raw_size
     need = required_bytes(raw)
     if slot_capacity is None:
-        refusals.append("passive slot not found")
+        refusals.append(
+            "passive slot not found" + (f": {slot_problem}" if slot_problem else "")
+        )
         ways.append("check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)")
     elif slot_capacity < raw:
         refusals.append(f"passive slot holds {slot_capacity} bytes, the image needs {raw}")

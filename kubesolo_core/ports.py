@@ -116,6 +116,17 @@ class SlotStore(Protocol):
     def read_version(self, slot: Slot) -> str | None:
         """The ``version`` file at the root of the slot's filesystem, None if unreadable."""
 
+    def check_writable(self, slot: Slot) -> None:
+        """Prove that writing ``slot`` cannot touch the other slot or the running system.
+
+        By identity, never by the spelling of the specs: raise
+        :class:`~kubesolo_core.errors.SlotConflict`, naming both specs and what
+        they resolve to, when ``slot`` is the other slot under another name,
+        overlaps it, or holds a mounted filesystem. A missing slot passes (the
+        preflight reports it). ``write_image`` repeats this check on the open
+        slot, right before its first byte.
+        """
+
     def write_image(
         self,
         slot: Slot,

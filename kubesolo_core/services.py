@@ -242,12 +242,19 @@ class Agent:
                 changed=False,
                 message=f"{release.version} is already staged on slot {target.value}",
             )
-        # Preflight before any state change: a refusal (a blocked node, say,
-        # under a CronJob every 6 hours) must not churn the state.
+        # Identity, then preflight, before any state change: a refusal (a
+        # blocked node, say, under a CronJob every 6 hours) must not churn the
+        # state, and a passive slot that is the running one under another name
+        # is a configuration error, not a failed update.
+        self.slots.check_writable(target)
+        info = self.slots.describe(target)
         report = preflight(
             release=release,
             current_version=current,
-            slot_capacity=self.slots.capacity(target),
+            slot_capacity=info.size if info.exists else None,
+            slot_problem=f"slot {target.value} ({info.spec or 'no spec'}): {info.problem}"
+            if info.problem
+            else None,
             node_labels=self.kube.node_labels(),
             force=force,
             allow_downgrade=allow_downgrade,

@@ -12,6 +12,7 @@ from kubesolo_core.errors import (
     HealthCheckFailed,
     InvalidOperation,
     PreflightRefused,
+    SlotConflict,
     VerifyError,
 )
 from kubesolo_core.lifecycle import Phase
@@ -50,6 +51,31 @@ def test_apply_again_is_a_no_op(box: MemoryBox[Any]) -> None:
     writes = box.power.writes
     assert not agent.apply().changed
     assert box.power.writes == writes
+
+
+def test_apply_refuses_a_passive_slot_that_is_the_running_one_by_another_name(
+    box: MemoryBox[Any],
+) -> None:
+    # Issue 8, bug 1: slot B's spec names slot A's bytes (a symlink, "./a.img").
+    box.slots.alias_of_other = Slot.B
+    running = box.slots.contents[Slot.A]
+    env = box.boot_env.read()
+    with pytest.raises(SlotConflict, match="one slot"):
+        box.agent().apply()
+    assert box.store.text is None  # state unchanged: nothing started
+    assert box.slots.contents[Slot.A] == running and Slot.B not in box.slots.contents
+    assert box.boot_env.read() == env
+    # --force does not override a configuration that would overwrite the running system.
+    with pytest.raises(SlotConflict):
+        box.agent().apply(force=True)
+    assert box.slots.contents[Slot.A] == running
+
+
+def test_a_missing_passive_slot_is_refused_with_its_spec_and_reason(box: MemoryBox[Any]) -> None:
+    box.slots.capacities[Slot.B] = None
+    with pytest.raises(PreflightRefused, match=r"slot B \(memory:B\): slot B not found"):
+        box.agent().apply()
+    assert box.store.text is None
 
 
 def test_preflight_refusal_does_not_touch_slot_or_state(box: MemoryBox[Any]) -> None:
