@@ -62,7 +62,7 @@ from kubesolo_adapters import slotguard
 from kubesolo_adapters.streams import raw_chunks, tapped
 from kubesolo_core.errors import SlotConflict, SlotError, VerifyError
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import ImageSpec, verify_written
 from kubesolo_core.slots import Slot
 
 __all__ = [
@@ -436,12 +436,9 @@ class BlockSlotStore:
             digest = self._read_back(path, target, image.raw_size)
         finally:
             os.close(fd)  # after the read-back: the O_EXCL claim keeps mounts away meanwhile
-        if digest != image.raw_sha256:
-            raise VerifyError(
-                f"slot {slot.value} ({path}) reads back SHA-256 {digest} over "
-                f"{image.raw_size} bytes, the release says {image.raw_sha256}",
-                way_out="the slot is not staged; check the disk (dmesg) and the release",
-            )
+        # _read_back reads exactly raw_size bytes or raises: the length is the image's.
+        where = f"slot {slot.value} ({path})"
+        verify_written(image, length=image.raw_size, sha256=digest, where=where)
         return WriteResult(written=written, raw_sha256=digest, served_sha256=served)
 
     def _survivors(self, slot: Slot) -> list[tuple[str, str]]:

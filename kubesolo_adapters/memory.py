@@ -28,13 +28,13 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
-from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
+from kubesolo_core.bootmodel import Bootloader, BootModel, BootView, GrubModel, TrybootModel
 from kubesolo_core.codec import dumps_state, loads_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotConflict, SlotError, VerifyError
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import BLOCK_LABEL, PodInfo, ProbeResult, Unavailable
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import ImageSpec, verify_written
 from kubesolo_core.services import Agent, HealthSettings
 from kubesolo_core.slots import Slot
 
@@ -161,7 +161,7 @@ class MemoryBootEnv(Generic[E]):
     reboot_requested: bool = False
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Bootloader:
         return self.model.kind
 
     def read(self) -> BootView:
@@ -277,11 +277,7 @@ class MemorySlotStore:
         self.contents[slot] = bytes(buf)
         back = self.contents[slot][: image.raw_size]
         digest = hashlib.sha256(back).hexdigest()
-        if len(back) != image.raw_size or digest != image.raw_sha256:
-            raise VerifyError(
-                f"slot {slot.value} read back {len(back)} bytes with SHA-256 {digest}, "
-                f"expected {image.raw_size} bytes with {image.raw_sha256}"
-            )
+        verify_written(image, length=len(back), sha256=digest, where=f"slot {slot.value}")
         return WriteResult(written=len(buf), raw_sha256=digest, served_sha256=served.hexdigest())
 
 
@@ -442,14 +438,15 @@ class MemoryBox(Generic[E]):
     @classmethod
     def create(
         cls,
-        bootloader: str = "grub",
+        bootloader: str | Bootloader = Bootloader.GRUB,
         *,
         version: str = "1.0.0",
         image_size: int = 4096,
         capacity: int = 1 << 16,
     ) -> MemoryBox[Any]:
         """A fresh box committed on slot A running ``version``; slot B empty."""
-        model: BootModel[Any] = GrubModel() if bootloader == "grub" else TrybootModel()
+        kind = Bootloader(bootloader)  # anything else is a ValueError, never a silent tryboot
+        model: BootModel[Any] = GrubModel() if kind is Bootloader.GRUB else TrybootModel()
         power = Power()
         box: MemoryBox[Any] = MemoryBox(
             model=model,
@@ -540,10 +537,8 @@ class MemoryBox(Generic[E]):
         """
         self.power.cut_after = None
         env = self.boot_env.env
-        if not clean and hasattr(env, "flag"):
-            env = attrs.evolve(env, flag=False)  # type: ignore[misc]
         for _ in range(max_attempts):
-            outcome = self.model.boot(env)
+            outcome = self.model.boot(env, clean_shutdown=clean)
             env = outcome.env
             self.boots += 1
             ok = self.bootable(outcome.slot)
@@ -556,7 +551,6 @@ class MemoryBox(Generic[E]):
                 self.apply_image_health()
                 return outcome.slot
             # The kernel crashed: a watchdog (not a clean reboot) restarts the box.
-            if hasattr(env, "flag"):
-                env = attrs.evolve(env, flag=False)  # type: ignore[misc]
+            clean = False
         self.boot_env.env = env
         raise RuntimeError(f"box did not boot in {max_attempts} attempts: bricked")

@@ -39,7 +39,7 @@ import attrs
 
 from kubesolo_adapters.atomic import atomic_write, fsync_dir
 from kubesolo_adapters.bootfacts import BootFacts, system_reboot
-from kubesolo_core.bootmodel import BootView, TrybootEnv, TrybootModel
+from kubesolo_core.bootmodel import Bootloader, BootView, TrybootEnv, TrybootModel
 from kubesolo_core.errors import BootEnvError, CorruptInput
 from kubesolo_core.slots import Slot
 
@@ -284,7 +284,7 @@ class TrybootBootEnv:
             self.marker = self.autoboot.with_name(self.autoboot.name + _MARKER_SUFFIX)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Bootloader:
         """``tryboot``."""
         return self.model.kind
 

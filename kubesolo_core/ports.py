@@ -15,7 +15,7 @@ from typing import Protocol
 
 import attrs
 
-from kubesolo_core.bootmodel import BootView
+from kubesolo_core.bootmodel import Bootloader, BootView
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
 from kubesolo_core.release import ImageSpec
@@ -57,8 +57,8 @@ class BootEnv(Protocol):
     """The bootloader's persistent env plus what the running kernel says about this boot."""
 
     @property
-    def kind(self) -> str:
-        """``grub`` or ``tryboot``."""
+    def kind(self) -> Bootloader:
+        """Which bootloader: its rules (a plain reboot starting a trial or not) follow."""
 
     def read(self) -> BootView:
         """The env as a kind-neutral view. Raises BootEnvError if unreadable."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_core.errors import CorruptInput, InvalidRelease
+from kubesolo_core.errors import CorruptInput, InvalidRelease, VerifyError
 from kubesolo_core.versions import Version
 
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -31,6 +31,21 @@ class ImageSpec:
     compression: str = "none"
     raw_size: int
     raw_sha256: str
+
+
+def verify_written(image: ImageSpec, *, length: int, sha256: str, where: str) -> None:
+    """Raise VerifyError unless the slot read back exactly the image's raw bytes.
+
+    The one judgement of a slot write, shared by every slot store and the
+    services: ``length`` and ``sha256`` are what was read back from the
+    medium (not what was sent to it).
+    """
+    if length != image.raw_size or sha256 != image.raw_sha256:
+        raise VerifyError(
+            f"{where} reads back {length} bytes with SHA-256 {sha256}, the release says "
+            f"{image.raw_size} bytes with {image.raw_sha256}",
+            way_out="the slot is not staged; check the disk (dmesg) and the release",
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -15,12 +15,10 @@ import attrs
 
 from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
-    HealthCheckFailed,
     InvalidOperation,
     KubesoloError,
     OperationFailed,
     PreflightRefused,
-    VerifyError,
 )
 from kubesolo_core.lifecycle import IN_FLIGHT, POST_ACTIVATION, Phase, UpdateState, transition
 from kubesolo_core.policies import (
@@ -43,7 +41,7 @@ from kubesolo_core.ports import (
     WriteResult,
 )
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
-from kubesolo_core.release import Release, parse_release
+from kubesolo_core.release import Release, parse_release, verify_written
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
 
@@ -64,7 +62,16 @@ class HealthSettings:
     kube_system_settle: float = 30.0
     #: how long healthcheck waits for kube-system to settle before it judges
     settle_timeout: float = 300.0
-    poll_interval: float = 5.0
+    #: seconds between two rounds of checks; None: a third of the settle time,
+    #: between 0.5 and 5 s, so a short settle is met promptly
+    poll_interval: float | None = None
+
+    @property
+    def poll_every(self) -> float:
+        """The interval the settle loop waits between two rounds (at least 0.1 s)."""
+        if self.poll_interval is not None:
+            return max(self.poll_interval, 0.1)
+        return min(5.0, max(self.kube_system_settle / 3, 0.5))
 
 
 @attrs.frozen(kw_only=True)
@@ -87,6 +94,27 @@ class ApplyResult:
     message: str
     preflight: PreflightReport | None = None
     write: WriteResult | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ActivateResult:
+    """The answer of ``activate``: the state, and how the trial starts."""
+
+    state: UpdateState
+    #: the trial starts only with a tryboot reboot (``reboot "0 tryboot"``):
+    #: a plain reboot, a crash or a power cut boots the committed slot
+    needs_tryboot_reboot: bool
+
+    def message(self, *, rebooting: bool = False) -> str:
+        """One line for the operator: what was activated and how its trial starts."""
+        slot = self.state.target_slot.value if self.state.target_slot else "?"
+        done = f"slot {slot} ({self.state.to_version}) activated"
+        if self.needs_tryboot_reboot and not rebooting:
+            return (
+                f"{done}: start its trial with `reboot '0 tryboot'` (or `kubesolo-update "
+                "activate --reboot`); a plain reboot boots the committed slot"
+            )
+        return f"{done}: reboot to start its trial"
 
 
 @attrs.frozen(kw_only=True)
@@ -123,6 +151,11 @@ class StatusReport:
     booted_slot: Slot | None
     state: UpdateState
     reconciliation: Reconciliation
+
+    @property
+    def reboot_required(self) -> bool:
+        """True when the running slot is not the one the bootloader boots next."""
+        return self.boot.reboot_required(self.booted_slot)
 
 
 @attrs.define(kw_only=True)
@@ -277,11 +310,13 @@ class Agent:
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
             chunks = self.fetcher.open_image(self.server, release.image)
             result = self.slots.write_image(target, chunks, release.image, progress)
-            if result.raw_sha256 != release.image.raw_sha256:
-                raise VerifyError(
-                    f"slot {target.value} reads back {result.raw_sha256}, "
-                    f"expected {release.image.raw_sha256}"
-                )
+            # The store verified its read-back; the services do not take its word for it.
+            verify_written(
+                release.image,
+                length=result.written,
+                sha256=result.raw_sha256,
+                where=f"slot {target.value}",
+            )
         except OperationFailed as exc:
             self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
@@ -298,7 +333,7 @@ class Agent:
 
     # ------------------------------------------------------------------ activate
 
-    def activate(self) -> UpdateState:
+    def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
         state, _, view = self._reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
@@ -331,7 +366,9 @@ class Agent:
             self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
         self.events("update.slot_activated", slot=target.value)
-        return state
+        return ActivateResult(
+            state=state, needs_tryboot_reboot=not self.boot_env.kind.plain_reboot_starts_trial
+        )
 
     # ------------------------------------------------------------------ rollback
 
@@ -378,7 +415,7 @@ class Agent:
     def _settled_report(self) -> HealthReport:
         # Poll until healthy or the settle window is over (bounded in count and time).
         deadline = self.clock.monotonic() + self.health.settle_timeout
-        interval = max(self.health.poll_interval, 0.1)
+        interval = self.health.poll_every
         rounds = int(self.health.settle_timeout / interval) + 1
         report = self.probe_health()
         for _ in range(rounds):
@@ -391,19 +428,18 @@ class Agent:
     def healthcheck(self) -> HealthOutcome:
         """Reconcile, check, then commit, count a failure, or roll back.
 
-        Raises :class:`HealthCheckFailed` (carrying the outcome) when unhealthy,
-        after any state change is saved.
+        An unhealthy node is an outcome, not an error: the returned value says
+        ``healthy=False`` (after any state change is saved) and the CLI maps it
+        to its exit code. Errors raise only when the check could not be done.
         """
         state, rec, _ = self._reconciled()
         if rec.verdict is not Verdict.IN_TRIAL or state.phase not in POST_ACTIVATION:
-            report = self.probe_health()
-            outcome = HealthOutcome(
-                report=report,
+            return HealthOutcome(
+                report=self.probe_health(),
                 state=state,
                 reconciliation=rec,
                 action=rec.message or "no update in flight: state unchanged",
             )
-            return self._finish(outcome)
         report = self._settled_report()
         target = state.target_slot
         assert target is not None  # noqa: S101  (POST_ACTIVATION always has one)
@@ -412,13 +448,11 @@ class Agent:
             self.boot_env.mark_good(target)
             state = self._save(transition(state, Phase.SUCCESS, self.clock.now()))
             self.events("update.committed", slot=target.value, version=state.to_version)
-            return self._finish(
-                HealthOutcome(
-                    report=report,
-                    state=state,
-                    reconciliation=rec,
-                    action=f"committed slot {target.value} ({state.to_version})",
-                )
+            return HealthOutcome(
+                report=report,
+                state=state,
+                reconciliation=rec,
+                action=f"committed slot {target.value} ({state.to_version})",
             )
         failures = state.health_check_failures + 1
         if should_auto_rollback(failures, self.health.auto_rollback_after):
@@ -448,15 +482,7 @@ class Agent:
                 )
             )
             action = f"health check {failures} of the trial failed"
-        return self._finish(
-            HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
-        )
-
-    @staticmethod
-    def _finish(outcome: HealthOutcome) -> HealthOutcome:
-        if not outcome.healthy:
-            raise HealthCheckFailed(f"health check failed: {outcome.report.summary()}", outcome)
-        return outcome
+        return HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
 
     # ------------------------------------------------------------------ status
 

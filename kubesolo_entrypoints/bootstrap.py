@@ -172,8 +172,6 @@ def health_settings(settings: Settings) -> HealthSettings:
         auto_rollback_after=settings.auto_rollback_after,
         kube_system_settle=settings.kube_system_settle,
         settle_timeout=settings.settle_timeout,
-        # Poll a little faster than the settle time so a short settle is met promptly.
-        poll_interval=min(5.0, max(settings.kube_system_settle / 3, 0.5)),
     )
 
 

@@ -360,18 +360,8 @@ def activate(
 ) -> None:
     """staged -> activated: the bootloader will trial the new slot at the next boot."""
     agent = _run(ctx).agent()
-    state = agent.activate()
-    slot = state.target_slot.value if state.target_slot else "?"
-    if agent.boot_env.kind == "tryboot" and not reboot:
-        # A plain reboot (or a power cut) returns to the committed partition: the
-        # Pi firmware runs a trial only for a reboot that carries the tryboot flag.
-        _out(
-            f"slot {slot} ({state.to_version}) activated: start its trial with "
-            "`reboot '0 tryboot'` (or `kubesolo-update activate --reboot`); a plain "
-            "reboot boots the committed slot"
-        )
-    else:
-        _out(f"slot {slot} ({state.to_version}) activated: reboot to start its trial")
+    result = agent.activate()
+    _out(result.message(rebooting=reboot))
     if reboot:
         agent.boot_env.request_reboot()
 
@@ -407,8 +397,6 @@ def healthcheck(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Reconcile with the bootloader, check the node, then commit, count a failure or roll back."""
-    from kubesolo_core.errors import HealthCheckFailed
-    from kubesolo_core.services import HealthOutcome
     from kubesolo_entrypoints import records, render
 
     run = _run(ctx)
@@ -417,21 +405,17 @@ def healthcheck(
         auto_rollback_after=auto_rollback_after,
         kube_system_settle=kube_system_settle,
     )
-    failed: HealthCheckFailed | None = None
-    try:
-        outcome = agent.healthcheck()
-    except HealthCheckFailed as exc:
-        if not isinstance(exc.report, HealthOutcome):
-            raise
-        failed, outcome = exc, exc.report
+    outcome = agent.healthcheck()
     records.write_record(
         records.record_path(run.settings().state, records.HEALTH_FILE),
         {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}},
         agent.clock.now(),
     )
     _out(render.dumps(render.health_doc(outcome)) if json_out else render.health_text(outcome))
-    if failed is not None:
-        raise _fail(failed)
+    if not outcome.healthy:
+        # An outcome, not an error: the exit code tells init to act on it.
+        _say(f"kubesolo-update: error: health check failed: {outcome.report.summary()}")
+        raise typer.Exit(int(ExitCode.UNHEALTHY))
 
 
 @app.command()

@@ -42,7 +42,6 @@ from typing import Any
 import attrs
 import typer
 
-from kubesolo_core.errors import HealthCheckFailed
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
 
@@ -287,12 +286,9 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
 
             def healthcheck() -> bool:
                 _say("$ kubesolo-update healthcheck   # what init runs at every boot")
-                try:
-                    outcome = agent.healthcheck()
-                except HealthCheckFailed as exc:
-                    outcome = exc.report  # type: ignore[assignment]
-                _show(render.health_text(outcome))  # type: ignore[arg-type]
-                return bool(outcome.healthy)  # type: ignore[union-attr]
+                outcome = agent.healthcheck()
+                _show(render.health_text(outcome))
+                return outcome.healthy
 
             _say(f"kubesolo-update demo: a box in a sandbox at {root}")
             _say(
@@ -316,7 +312,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             _say("$ kubesolo-update apply")
             _show(agent.apply().message)
             _say("$ kubesolo-update activate")
-            state = agent.activate()
+            state = agent.activate().state
             _show(f"slot {state.target_slot.value if state.target_slot else '?'} activated")
             status("activated, before the reboot")
             reboot()

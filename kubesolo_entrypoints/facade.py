@@ -12,7 +12,7 @@ here prints, exits or configures logging; errors are the classes of
     result = agent.check()          # CheckResult
     if result.update_available:
         agent.apply()               # ApplyResult
-        agent.activate()            # UpdateState
+        agent.activate()            # ActivateResult
 
 For tests of provisioning code, :func:`memory_agent` gives an agent over a
 whole simulated box (:class:`~kubesolo_adapters.memory.MemoryBox`), with its

@@ -38,11 +38,6 @@ def dumps(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=True)
 
 
-def reboot_required(report: StatusReport) -> bool:
-    """True when the running slot is not the one the bootloader boots next."""
-    return report.booted_slot is not None and report.booted_slot is not report.boot.next_boot
-
-
 def status_doc(report: StatusReport) -> dict[str, Any]:
     """``status --json``."""
     next_boot = report.boot.next_boot
@@ -50,7 +45,7 @@ def status_doc(report: StatusReport) -> dict[str, Any]:
         "bootloader": report.boot.kind,
         "booted_slot": report.booted_slot.value if report.booted_slot else None,
         "next_boot": next_boot.value,
-        "reboot_required": reboot_required(report),
+        "reboot_required": report.reboot_required,
         "pending": report.reconciliation.message or None,
         "slots": [
             {
@@ -137,7 +132,7 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
         lines.append(f"Last error:  {state.last_error}")
     if report.reconciliation.message:
         lines.append(f"Note:        {report.reconciliation.message}")
-    if reboot_required(report) and not report.reconciliation.message:
+    if report.reboot_required and not report.reconciliation.message:
         lines.append(f"Note:        reboot to run slot {boot.next_boot.value}")
     return "\n".join(lines)
 

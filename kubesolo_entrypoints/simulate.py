@@ -12,8 +12,8 @@ number that reproduce it.
 Runs are reproducible: run ``i`` of seed ``S`` uses ``random.Random(f"{S}:{i}")``
 and nothing else is random.
 
-The invariants are those of :mod:`kubesolo_adapters.simulation` (the same
-code the unit tier's state machine and crash-point tests use):
+The invariants are those of :mod:`kubesolo_core.invariants` (the same code
+the unit tier's state machine and crash-point tests use):
 committed, verified_boots, state_loads, rollback_recorded, counters,
 healthy_commits.
 """
@@ -27,9 +27,10 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.simulation import INVARIANTS, BoxDriver, check_invariants
+from kubesolo_adapters.simulation import BoxDriver
+from kubesolo_core.invariants import INVARIANTS
 
-__all__ = ["INVARIANTS", "SimulationReport", "check_invariants", "run_simulation"]
+__all__ = ["SimulationReport", "run_simulation"]
 
 
 @attrs.frozen(kw_only=True)

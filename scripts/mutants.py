@@ -51,14 +51,9 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "apply-stages-unverified-image": [
         (
-            "kubesolo_adapters/memory.py",
-            "        if len(back) != image.raw_size or digest != image.raw_sha256:\n",
-            "        if False:\n",
-        ),
-        (
-            "kubesolo_core/services.py",
-            "            if result.raw_sha256 != release.image.raw_sha256:\n",
-            "            if False:\n",
+            "kubesolo_core/release.py",
+            "    if length != image.raw_size or sha256 != image.raw_sha256:\n",
+            "    if False:\n",
         ),
     ],
     "apply-writes-the-running-slot": [
