@@ -108,7 +108,7 @@ def _rollback_recorded(obs: Observation) -> list[str]:
         trial = before.target_slot.value
         return [
             f"rollback_recorded: back on slot {old.value} after a trial of {trial}, "
-            + f"but the state says {state.phase.value}"
+             f"but the state says {state.phase.value}"
         ]
     return []
 
