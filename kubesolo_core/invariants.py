@@ -105,11 +105,11 @@ def _rollback_recorded(obs: Observation) -> list[str]:
         and obs.boot_id != before.activation_boot_id
     )
     if back_on_old and (state.phase is not Phase.ROLLED_BACK or not state.last_error):
-        trial = before.target_slot.value
-        return [
-            f"rollback_recorded: back on slot {old.value} after a trial of {trial}, "
-             f"but the state says {state.phase.value}"
-        ]
+        message = (
+            f"rollback_recorded: back on slot {old.value} after a trial of "
+            f"{before.target_slot.value}, but the state says {state.phase.value}"
+        )
+        return [message]
     return []
 
 
