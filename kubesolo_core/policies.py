@@ -47,7 +47,7 @@ def required_bytes(raw_size: int) -> int:
 def preflight(
     *,
     release: Release,
-    current_version: str | None,
+    current_version: Version | None,
     slot_capacity: int | None,
     slot_problem: str | None = None,
     node_labels: Mapping[str, str] | Unavailable,
@@ -91,21 +91,18 @@ def preflight(
     else:
         checks.append("node label: not blocked")
 
-    if current_version is not None:
-        target = Version.parse(release.version)
-        current = Version.parse(current_version)
-        if target < current and not allow_downgrade:
-            refusals.append(f"{release.version} is older than the running {current_version}")
+    current = current_version
+    if current is not None:
+        if release.version < current and not allow_downgrade:
+            refusals.append(f"{release.version} is older than the running {current}")
             ways.append("--allow-downgrade")
-        if release.min_from_version is not None and current < Version.parse(
-            release.min_from_version
-        ):
+        if release.min_from_version is not None and current < release.min_from_version:
             if force:
                 checks.append("min_from_version: overridden by --force")
             else:
                 refusals.append(
                     f"{release.version} needs at least {release.min_from_version} "
-                    f"to update from; running {current_version}"
+                    f"to update from; running {current}"
                 )
                 ways.append("update to an intermediate release first, or --force")
     return PreflightReport(

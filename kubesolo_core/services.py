@@ -78,8 +78,8 @@ class HealthSettings:
 class CheckResult:
     """The answer of ``check``: is a newer release available?"""
 
-    current_version: str | None
-    available_version: str
+    current_version: Version | None
+    available_version: Version
     update_available: bool
     reason: str
     release: Release
@@ -186,15 +186,15 @@ class Agent:
         booted = self.boot_env.booted_slot()
         return booted if booted is not None else view.committed_slot
 
-    def _current_version(self, view: BootView) -> str | None:
-        version = self.slots.read_version(self._booted_or_committed(view))
-        if version is None:
+    def _current_version(self, view: BootView) -> Version | None:
+        # The running slot's version file is a boundary: parsed once, here.
+        text = self.slots.read_version(self._booted_or_committed(view))
+        if text is None:
             return None
         try:
-            Version.parse(version)
+            return Version.parse(text)
         except KubesoloError:
             return None
-        return version
 
     def _save(self, state: UpdateState) -> UpdateState:
         self.store.save(state)
@@ -219,7 +219,7 @@ class Agent:
         release = self._release()
         view = self.boot_env.read()
         current = self._current_version(view)
-        newer = Version.parse(release.version) > Version.parse(current) if current else True
+        newer = release.version > current if current is not None else True
         if current is None:
             reason = f"{release.version} available; running version unknown"
         elif newer:
@@ -263,7 +263,7 @@ class Agent:
             )
         release = self._release()
         current = self._current_version(view)
-        if current is not None and Version.parse(release.version) == Version.parse(current):
+        if current is not None and release.version == current:
             return ApplyResult(state=state, changed=False, message=f"already running {current}")
         if (
             state.phase is Phase.STAGED

@@ -276,8 +276,8 @@ def check(
         path,
         {
             "ok": True,
-            "current_version": result.current_version,
-            "available_version": result.available_version,
+            "current_version": _text(result.current_version),
+            "available_version": str(result.available_version),
             "update_available": result.update_available,
         },
         agent.clock.now(),
@@ -339,8 +339,8 @@ def apply(
         records.record_path(run.settings().state, records.CHECK_FILE),
         {
             "ok": True,
-            "current_version": result.state.from_version,
-            "available_version": result.state.to_version,
+            "current_version": _text(result.state.from_version),
+            "available_version": _text(result.state.to_version),
             "update_available": result.changed,
         },
         agent.clock.now(),
@@ -489,6 +489,10 @@ def simulate(
     _out(render.dumps(report.to_json()) if json_out else report.text())
     if report.violations:
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _text(version: object | None) -> str | None:
+    return None if version is None else str(version)
 
 
 def _count(option: str, text: str, least: int) -> int:

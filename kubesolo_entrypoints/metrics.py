@@ -197,8 +197,8 @@ class UpdateCollector:
         info.add_metric(
             [
                 view.kind if view else "unknown",
-                state.from_version or "",
-                state.to_version or "",
+                str(state.from_version or ""),
+                str(state.to_version or ""),
                 state.target_slot.value if state.target_slot else "",
             ],
             1.0,

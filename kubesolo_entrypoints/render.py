@@ -140,8 +140,8 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
 def check_doc(result: CheckResult) -> dict[str, Any]:
     """``check --json``."""
     return {
-        "current_version": result.current_version,
-        "available_version": result.available_version,
+        "current_version": str(result.current_version) if result.current_version else None,
+        "available_version": str(result.available_version),
         "update_available": result.update_available,
         "reason": result.reason,
         "release": to_jsonable(result.release),

@@ -96,13 +96,13 @@ def drive_to_end(h: Harness, *, healthy: bool, rolled_back_ok: bool) -> Phase:
         state = h.box.store.load()
         booted = h.box.boot_env.booted
         running = h.box.slots.read_version(booted) if booted else None
-        if state.phase is Phase.SUCCESS and running == state.to_version:
+        if state.phase is Phase.SUCCESS and running == str(state.to_version):
             return state.phase
         if state.phase is Phase.ROLLED_BACK and (rolled_back_ok or not healthy):
             if booted is state.target_slot:
                 h.reboot()  # the rollback is written; init reboots into the old slot
                 continue
-            assert running == state.from_version, "rolled back, but not to the old version"
+            assert running == str(state.from_version), "rolled back, but not to the old version"
             return state.phase
         if state.phase in (Phase.ACTIVATED, Phase.VERIFYING):
             h.reboot()

@@ -18,6 +18,7 @@ from kubesolo_core.lifecycle import Phase
 from kubesolo_core.reconcile import Verdict
 from kubesolo_core.services import HealthSettings
 from kubesolo_core.slots import Slot
+from kubesolo_core.versions import Version
 
 
 @pytest.fixture(params=["grub", "tryboot"])
@@ -30,8 +31,8 @@ def box(request: pytest.FixtureRequest) -> MemoryBox[Any]:
 def test_check_is_passive(box: MemoryBox[Any]) -> None:
     before = (box.store.text, box.power.writes)
     result = box.agent().check()
-    assert result.update_available and result.available_version == "1.1.0"
-    assert result.current_version == "1.0.0"
+    assert result.update_available and str(result.available_version) == "1.1.0"
+    assert str(result.current_version) == "1.0.0"
     assert (box.store.text, box.power.writes) == before
 
 
@@ -39,7 +40,7 @@ def test_apply_stages_a_verified_image_on_the_passive_slot(box: MemoryBox[Any]) 
     result = box.agent().apply()
     assert result.state.phase is Phase.STAGED and result.state.target_slot is Slot.B
     assert box.slots.read_version(Slot.B) == "1.1.0"
-    assert result.state.from_version == "1.0.0" and result.state.attempt_count == 1
+    assert str(result.state.from_version) == "1.0.0" and result.state.attempt_count == 1
     # nothing switched yet
     assert box.boot_env.read().committed_slot is Slot.A and not box.boot_env.read().in_trial
 
@@ -96,7 +97,7 @@ def test_downgrade_refused(box: MemoryBox[Any]) -> None:
     box.publish("0.9.0")
     with pytest.raises(PreflightRefused, match="older"):
         box.agent().apply()
-    assert box.agent().apply(allow_downgrade=True).state.to_version == "0.9.0"
+    assert box.agent().apply(allow_downgrade=True).state.to_version == Version.parse("0.9.0")
 
 
 @pytest.mark.parametrize("fault", ["fail", "truncate", "flip"])
