@@ -67,8 +67,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.FAILED: frozenset({P.CHECKING}),
 }
 
-#: phases in which the passive slot content is unknown or unproven
-IN_FLIGHT = frozenset({P.CHECKING, P.DOWNLOADING, P.STAGED})
+#: phases in which the target slot's content is being replaced (unknown until staged)
+WRITING = frozenset({P.CHECKING, P.DOWNLOADING})
 #: phases after an activation, before the outcome is known
 POST_ACTIVATION = frozenset({P.ACTIVATED, P.VERIFYING})
 

@@ -133,7 +133,7 @@ class ProbeResult:
 
 
 @attrs.frozen(kw_only=True)
-class CheckResult:
+class HealthCheckResult:
     """One line of a health report."""
 
     name: str
@@ -145,16 +145,16 @@ class CheckResult:
 class HealthReport:
     """One boolean per check, with the reason of each failure."""
 
-    checks: tuple[CheckResult, ...]
+    checks: tuple[HealthCheckResult, ...]
 
     @property
     def healthy(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def by_name(self) -> dict[str, CheckResult]:
+    def by_name(self) -> dict[str, HealthCheckResult]:
         return {c.name: c for c in self.checks}
 
-    def failures(self) -> tuple[CheckResult, ...]:
+    def failures(self) -> tuple[HealthCheckResult, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
     def summary(self) -> str:
@@ -167,21 +167,21 @@ class HealthReport:
 HEALTH_CHECKS = ("containerd", "apiserver", "node_ready", "kube_system", "probe_url", "disk")
 
 
-def _bool_check(name: str, value: bool | Unavailable, what: str) -> CheckResult:
+def _bool_check(name: str, value: bool | Unavailable, what: str) -> HealthCheckResult:
     if isinstance(value, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
-    return CheckResult(name=name, ok=value, reason="" if value else what)
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
+    return HealthCheckResult(name=name, ok=value, reason="" if value else what)
 
 
 def kube_system_check(
     pods: Sequence[PodInfo] | Unavailable, now: dt.datetime, settle_seconds: float
-) -> CheckResult:
+) -> HealthCheckResult:
     """Every kube-system pod Running, and held so for ``settle_seconds``."""
     name = "kube_system"
     if isinstance(pods, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
     if not pods:
-        return CheckResult(name=name, ok=False, reason="no kube-system pods yet")
+        return HealthCheckResult(name=name, ok=False, reason="no kube-system pods yet")
     problems = []
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.phase != "Running":
@@ -193,7 +193,7 @@ def kube_system_check(
         held = (now - pod.running_since).total_seconds()
         if held < settle_seconds:
             problems.append(f"{pod.name} running for {held:.0f}s < {settle_seconds:.0f}s")
-    return CheckResult(name=name, ok=not problems, reason=", ".join(problems))
+    return HealthCheckResult(name=name, ok=not problems, reason=", ".join(problems))
 
 
 def health_report(
@@ -210,14 +210,14 @@ def health_report(
     """Aggregate the raw answers into a report. ``probe_url`` None = not configured = pass."""
     return HealthReport(
         checks=(
-            CheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
+            HealthCheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
             _bool_check("apiserver", apiserver_ready, "API server not ready"),
             _bool_check("node_ready", node_ready, "node is not Ready"),
             kube_system_check(pods, now, settle_seconds),
-            CheckResult(name="probe_url", ok=True, reason="not configured")
+            HealthCheckResult(name="probe_url", ok=True, reason="not configured")
             if probe_url is None
-            else CheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
-            CheckResult(name="disk", ok=disk.ok, reason=disk.reason),
+            else HealthCheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
+            HealthCheckResult(name="disk", ok=disk.ok, reason=disk.reason),
         )
     )
 

@@ -24,6 +24,9 @@ from kubesolo_core.slots import Slot
 #: progress callback: (bytes done, bytes expected or None)
 Progress = Callable[[int, int | None], None]
 
+#: what the services report on each step worth a log line: ``(event, **fields)``
+EventSink = Callable[..., None]
+
 
 class Clock(Protocol):
     """Time, passed into the core as values."""

@@ -9,8 +9,6 @@ crash-point tests in tests/unit enumerate every such cut.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import attrs
 
 from kubesolo_core.bootmodel import BootView
@@ -20,7 +18,7 @@ from kubesolo_core.errors import (
     OperationFailed,
     PreflightRefused,
 )
-from kubesolo_core.lifecycle import IN_FLIGHT, POST_ACTIVATION, Phase, UpdateState, transition
+from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
 from kubesolo_core.policies import (
     HealthReport,
     PreflightReport,
@@ -31,6 +29,7 @@ from kubesolo_core.policies import (
 from kubesolo_core.ports import (
     BootEnv,
     Clock,
+    EventSink,
     Fetcher,
     HealthProbes,
     Kube,
@@ -44,9 +43,6 @@ from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
 from kubesolo_core.release import Release, parse_release, verify_written
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
-
-#: what happens on each event worth a log line: (event, fields)
-EventSink = Callable[..., None]
 
 
 def _no_events(event: str, **fields: object) -> None:
@@ -494,7 +490,7 @@ class Agent:
         for slot in (Slot.A, Slot.B):
             info = self.slots.describe(slot)
             # The passive slot's filesystem is unknown while an apply is in flight.
-            unknown = state.phase in IN_FLIGHT - {Phase.STAGED} and slot is state.target_slot
+            unknown = state.phase in WRITING and slot is state.target_slot
             rows.append(
                 SlotStatus(
                     info=info,

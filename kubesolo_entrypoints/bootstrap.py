@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
     from kubesolo_core.ports import (
         BootEnv,
+        EventSink,
         Fetcher,
         HealthProbes,
         Kube,
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     )
     from kubesolo_core.release import ImageSpec
     from kubesolo_entrypoints.config import Settings
-
-#: what services report: event name + fields
-EventSink = Callable[..., None]
-
 
 # --------------------------------------------------------------------------- lazy ports
 

@@ -9,15 +9,18 @@ The JSON shapes are part of the operator's contract (the init script reads
      "reboot_required": true, "pending": "slot B is activated; reboot ...",
      "slots": [{"slot": "A", "spec": "PARTLABEL=KSOLOA", "device": "/dev/sda2",
                 "size": 1073741824, "exists": true, "version": "1.2.0",
-                "active": false, "booted": true, "committed": true, "trial": false}, ...],
+                "next_boot": false, "active": false, "booted": true, "committed": true,
+                "trial": false}, ...],
      "boot": {"kind": "grub", "committed_slot": "A", "trial_slot": "B",
               "boot_counter": 3, "boot_success": false, "raw": {...}, ...},
      "state": {"schema_version": 2, "phase": "activated", ...},
      "reconciliation": {"verdict": "pending_reboot", "message": "..."}}
 
-``active`` is the slot the bootloader boots next (the trial slot while a
-trial is pending, else the committed one); ``committed`` is the slot it falls
-back to; ``booted`` is the slot the running kernel came from.
+``next_boot`` marks the slot the bootloader boots next (the trial slot while
+a trial is pending, else the committed one; ``active`` is the same fact under
+its first name, kept for scripts); ``committed`` is the slot it falls back to;
+``booted`` is the slot the running kernel came from. GRUB's own variable
+``active_slot`` is the bootloader's word and appears only in ``boot.raw``.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def status_doc(report: StatusReport) -> dict[str, Any]:
                 "exists": row.info.exists,
                 "problem": row.info.problem,
                 "version": row.version,
+                "next_boot": row.info.slot is next_boot,
+                # the same fact under its 0.1 name, kept for scripts that read it
                 "active": row.info.slot is next_boot,
                 "booted": row.booted,
                 "committed": row.committed,
