@@ -25,7 +25,14 @@ ACTIVATED = UpdateState(
 
 # (state, view, booted, boot id) -> (verdict, new phase or None)
 CASES = {
-    "idle, nothing to say": (UpdateState(), COMMITTED_A, Slot.A, "boot-1", Verdict.CONSISTENT, None),
+    "idle, nothing to say": (
+        UpdateState(),
+        COMMITTED_A,
+        Slot.A,
+        "boot-1",
+        Verdict.CONSISTENT,
+        None,
+    ),
     "success, nothing to say": (
         UpdateState(phase=Phase.SUCCESS, target_slot=Slot.B),
         COMMITTED_A,
