@@ -95,7 +95,7 @@ class Run:
 
     Tests and embedders may pass ``obj=Run(flags, ports=..., environ=...)`` to
     the app: the global options are merged into it, ``ports`` replaces
-    adapters by name (see :func:`kubesolo_entrypoints.bootstrap.build_agent`).
+    adapters by name (the keywords of :func:`kubesolo_entrypoints.bootstrap.bootstrap`).
     """
 
     def __init__(
@@ -120,11 +120,11 @@ class Run:
 
     def agent(self, **extra: Any) -> Agent:
         """The agent over the real adapters (or ``ports``), logging events to stderr."""
-        from kubesolo_entrypoints.bootstrap import build_agent
+        from kubesolo_entrypoints.bootstrap import bootstrap
         from kubesolo_entrypoints.logs import event_sink
 
         settings = self.settings(**extra)
-        return build_agent(settings, events=event_sink(settings.log_format), **self.ports)
+        return bootstrap(settings, events=event_sink(settings.log_format), **self.ports)
 
 
 def _run(ctx: typer.Context) -> Run:

@@ -215,7 +215,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
     """Run the demo; everything it shows goes to stdout, in order."""
     from kubesolo_adapters.memory import MemoryKube, MemoryProbes
     from kubesolo_entrypoints import render
-    from kubesolo_entrypoints.bootstrap import build_agent
+    from kubesolo_entrypoints.bootstrap import bootstrap
     from kubesolo_entrypoints.config import load_settings
 
     # debugfs and mkfs live in sbin, which a non-root PATH may lack.
@@ -262,7 +262,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                 detail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
                 _say(f"    . {name} {detail}")
 
-            agent = build_agent(settings, events=event, kube=kube, probes=probes)
+            agent = bootstrap(settings, events=event, kube=kube, probes=probes)
             sick = {"1.2.0"}
 
             def reboot() -> Slot:
