@@ -1,7 +1,7 @@
 """The ports: what the services need from the world, as typing.Protocol classes.
 
 Each port has an in-memory implementation with fault injection in
-``kubesolo_adapters.memory`` and real ones in the other adapter modules; one
+``kubesolo_adapters.fakes`` and real ones in the other adapter modules; one
 contract suite per port (tests/contract) holds them to the same behaviour.
 Ports raise the errors of :mod:`kubesolo_core.errors`; "could not ask" answers
 of the Kube port are :class:`~kubesolo_core.policies.Unavailable` values.

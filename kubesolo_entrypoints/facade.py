@@ -16,7 +16,7 @@ here prints, exits or configures logging; errors are the classes of
         agent.activate()            # ActivateResult
 
 For tests of provisioning code, :func:`memory_agent` gives an agent over a
-whole simulated box (:class:`~kubesolo_adapters.memory.MemoryBox`), with its
+whole simulated box (:class:`~kubesolo_adapters.fakes.MemoryBox`), with its
 fault injection.
 """
 
@@ -123,7 +123,7 @@ def memory_agent(bootloader: str = "grub", *, version: str = "1.0.0") -> tuple[A
     Publish releases with ``box.publish("1.1.0")``, reboot with
     ``box.reboot()``, inject faults through ``box.power``, ``box.fetcher``...
     """
-    from kubesolo_adapters.memory import MemoryBox
+    from kubesolo_adapters.fakes import MemoryBox
 
     try:
         kind = Bootloader(bootloader)

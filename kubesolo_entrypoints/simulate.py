@@ -1,6 +1,6 @@
 """``kubesolo-update simulate``: random update/boot/crash sequences, invariants checked.
 
-Each run builds a :class:`~kubesolo_adapters.memory.MemoryBox` (GRUB or
+Each run builds a :class:`~kubesolo_adapters.fakes.MemoryBox` (GRUB or
 tryboot, chosen by the run's random generator) and plays a random sequence
 of what happens to a box in the field: releases published (healthy, sick,
 or crashing at boot), ``apply``/``activate``/``healthcheck``/``rollback``,
@@ -27,7 +27,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.simulation import BoxDriver
+from kubesolo_adapters.fakes import BoxDriver
 from kubesolo_core.invariants import INVARIANTS
 
 __all__ = ["SimulationReport", "run_simulation"]

@@ -114,7 +114,7 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "state-save-not-atomic": [
         (
-            "kubesolo_adapters/memory.py",
+            "kubesolo_adapters/fakes/memory.py",
             '        self.power.durable("state.save")\n        self.text = dumps_state(state)\n',
             '        self.text = dumps_state(state)[:40]\n        self.power.durable("state.save")\n'
             "        self.text = dumps_state(state)\n",

@@ -9,7 +9,6 @@ Then GRUB-specific checks: foreign variables, duplicates, corrupt files.
 from __future__ import annotations
 
 import itertools
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from kubesolo_adapters import grubenv
 from kubesolo_adapters.bootfacts import BootFacts
 from kubesolo_adapters.grub import MANAGED, GrubBootEnv
+from kubesolo_adapters.sandbox import GrubFirmware, KernelFacts
 from kubesolo_core.bootmodel import GrubModel
 from kubesolo_core.errors import BootEnvError, ConfigError, CorruptInput
 from kubesolo_core.slots import Slot
@@ -62,16 +62,20 @@ class GrubWorld:
     def facts(self) -> BootFacts:
         return BootFacts(self.root / "cmdline", self.root / "boot_id")
 
+    @property
+    def kernel(self) -> KernelFacts:
+        return KernelFacts(
+            self.root / "cmdline",
+            self.root / "boot_id",
+            before="BOOT_IMAGE=/vmlinuz console=ttyS0",
+            after="quiet",
+        )
+
     def set_booted(self, slot: Slot | None) -> None:
-        arg = f" kubesolo.slot={slot.value}" if slot else ""
-        (self.root / "cmdline").write_text(f"BOOT_IMAGE=/vmlinuz console=ttyS0{arg} quiet\n")
+        self.kernel.set_booted(slot)
 
     def set_boot_id(self, boot_id: str | None) -> None:
-        path = self.root / "boot_id"
-        if boot_id is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(boot_id + "\n")
+        self.kernel.set_boot_id(boot_id)
 
     def forget_env(self) -> None:
         self.grubenv.unlink()
@@ -87,17 +91,11 @@ class GrubWorld:
     def reboot(self, *, clean: bool = True) -> Slot:
         if clean:
             self.env.request_reboot()
-        # GRUB: load_env; a missing file loads nothing and saves nothing.
-        env = grubenv.PythonBackend(self.grubenv).read()
-        outcome = self.model.boot(env)
-        if outcome.wrote and self.grubenv.exists():
-            values = [f"{name}={outcome.env[name]}" for name in MANAGED]
-            if shutil.which("grub-editenv"):
-                _editenv(self.grubenv, "set", *values)
-            else:
-                grubenv.PythonBackend(self.grubenv).set({n: outcome.env[n] for n in MANAGED})
-        self.set_booted(outcome.slot)
-        self.set_boot_id(str(uuid.uuid4()))
+        # save_env with the real grub-editenv: the bytes GRUB itself leaves.
+        outcome = GrubFirmware(self.grubenv, self.model, editenv=True).power_on(
+            clean_shutdown=clean
+        )
+        self.kernel.boot(outcome.slot)
         self.reboots.clear()
         return outcome.slot
 

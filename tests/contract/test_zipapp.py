@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from kubesolo_adapters import sandbox
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_help_from_the_zipapp(pyz: Path) -> None:
 
 
 def test_status_json_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
-    box = demo.Sandbox(tmp_path)
+    box = sandbox.Sandbox(tmp_path)
     box.slot(Slot.A).write_bytes(b"\0" * 65536)
     box.slot(Slot.B).write_bytes(b"\0" * 65536)
     box.cmdline.write_text("kubesolo.slot=B\n")

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.diskimage import make_slot_filesystem
+from kubesolo_adapters.sandbox import publish
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot
-from tests.hardware.box import Box, kill, make_agent, publish_release, release_server, start_child
+from tests.hardware.box import Box, kill, make_agent, release_server, start_child
+from tests.hardware.diskimage import make_slot_filesystem
 from tests.tools import require_root, require_tool
 
 NEW = "1.1.0"
@@ -39,7 +40,7 @@ def box(hardware_tools: None, tmp_path: Path) -> Iterator[Box]:
         size_mib=8,
         files={"version": b"1.1.0\n"},
     )
-    publish_release(www, NEW, image)
+    publish(www, NEW, image.read_bytes(), compression="none")
     with release_server(www) as server:
         host, port = server.server_address[:2]
         box = Box.build(tmp_path, f"http://{host!s}:{port}/release.json")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryKube, MemoryProbes
+from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
 from kubesolo_core.errors import ConfigError, InvalidOperation, KubesoloError
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryBox
+from kubesolo_adapters.fakes import MemoryBox
 from kubesolo_core.errors import (
     FetchError,
     InvalidOperation,

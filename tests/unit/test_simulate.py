@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubesolo_adapters.memory import MemoryBox, make_image
-from kubesolo_adapters.simulation import observe
+from kubesolo_adapters.fakes import MemoryBox, make_image, observe
 from kubesolo_core.invariants import INVARIANTS, violations
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot

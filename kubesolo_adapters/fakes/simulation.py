@@ -1,4 +1,4 @@
-"""Driving a :class:`~kubesolo_adapters.memory.MemoryBox` like the field does.
+"""Driving a :class:`~kubesolo_adapters.fakes.MemoryBox` like the field does.
 
 One implementation serves ``kubesolo-update simulate``, the hypothesis state
 machine and the crash-point enumeration of tests/unit, and library users who
@@ -16,7 +16,9 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.memory import MemoryBox, PowerCut, image_meta
+from kubesolo_adapters.fakes.box import MemoryBox
+from kubesolo_adapters.fakes.images import image_meta
+from kubesolo_adapters.fakes.power import PowerCut
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.invariants import Observation, violations
 from kubesolo_core.lifecycle import POST_ACTIVATION, Phase, UpdateState
