@@ -14,7 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kubesolo_core.bootmodel import Bootloader
-from kubesolo_core.services import Agent, HealthSettings
+from kubesolo_core.results import HealthSettings
+from kubesolo_core.services import Agent
 from kubesolo_core.slots import Slot
 
 if TYPE_CHECKING:

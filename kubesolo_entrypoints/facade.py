@@ -37,15 +37,15 @@ from kubesolo_core.ports import (
     SlotStore,
     StateStore,
 )
-from kubesolo_core.services import (
+from kubesolo_core.results import (
     ActivateResult,
-    Agent,
     ApplyResult,
     CheckResult,
     HealthOutcome,
     HealthSettings,
     StatusReport,
 )
+from kubesolo_core.services import Agent
 
 __all__ = [
     "ActivateResult",

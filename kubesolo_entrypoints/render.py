@@ -33,7 +33,7 @@ from kubesolo_core.codec import to_jsonable, unstructure_state
 
 if TYPE_CHECKING:
     from kubesolo_core.policies import HealthReport
-    from kubesolo_core.services import CheckResult, HealthOutcome, StatusReport
+    from kubesolo_core.results import CheckResult, HealthOutcome, StatusReport
 
 
 def dumps(doc: Any) -> str:

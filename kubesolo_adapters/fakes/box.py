@@ -21,7 +21,8 @@ from kubesolo_adapters.sandbox import build_release
 from kubesolo_core.bootmodel import Bootloader, BootModel, GrubModel, TrybootModel
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.release import release_document
-from kubesolo_core.services import Agent, HealthSettings
+from kubesolo_core.results import HealthSettings
+from kubesolo_core.services import Agent
 from kubesolo_core.slots import Slot
 
 __all__ = ["SERVER", "MemoryBox"]

@@ -22,7 +22,8 @@ from kubesolo_adapters.fakes.power import PowerCut
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.invariants import Observation, violations
 from kubesolo_core.lifecycle import POST_ACTIVATION, Phase, UpdateState
-from kubesolo_core.services import Agent, HealthSettings
+from kubesolo_core.results import HealthSettings
+from kubesolo_core.services import Agent
 from kubesolo_core.slots import Slot
 
 

@@ -244,7 +244,8 @@ def make_agent(
     from kubesolo_adapters.http import HttpFetcher
     from kubesolo_adapters.statefile import JsonStateStore
     from kubesolo_core.policies import PodInfo
-    from kubesolo_core.services import Agent, HealthSettings
+    from kubesolo_core.results import HealthSettings
+    from kubesolo_core.services import Agent
 
     facts = BootFacts(cmdline=paths["cmdline"], boot_id_path=paths["boot_id"])
     boot_env: Any = GrubBootEnv(paths["grubenv"], facts=facts, reboot=lambda: None)

@@ -16,7 +16,7 @@ from kubesolo_core.errors import (
 )
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.reconcile import Verdict
-from kubesolo_core.services import HealthSettings
+from kubesolo_core.results import HealthSettings
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
 
