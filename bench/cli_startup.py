@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from kubesolo_adapters import sandbox
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot

@@ -26,7 +26,7 @@ from pathlib import Path
 import attrs
 
 from kubesolo_adapters.bootfacts import BootFacts, system_reboot
-from kubesolo_adapters.grubenv import EditenvBackend, EnvBackend, PythonBackend
+from kubesolo_adapters.grubenvfile import EditenvBackend, EnvBackend, PythonBackend
 from kubesolo_core.bootmodel import ACTIVE, COUNTER, SUCCESS, Bootloader, BootView, GrubModel
 from kubesolo_core.errors import BootEnvError, ConfigError
 from kubesolo_core.slots import Slot

@@ -221,7 +221,7 @@ class GrubFirmware:
     def power_on(self, *, clean_shutdown: bool = True) -> BootOutcome[dict[str, str]]:
         """One boot: the slot GRUB picks and the env it leaves."""
         from kubesolo_adapters.grub import MANAGED
-        from kubesolo_adapters.grubenv import PythonBackend
+        from kubesolo_adapters.grubenvfile import PythonBackend
 
         backend = PythonBackend(self.grubenv)
         outcome = self.model.boot(backend.read(), clean_shutdown=clean_shutdown)
@@ -271,7 +271,7 @@ class TrybootFirmware:
 
     def power_on(self, *, flag: bool) -> Slot:
         """One boot, with or without the tryboot flag: the slot it boots."""
-        from kubesolo_adapters.tryboot import parse_autoboot
+        from kubesolo_adapters.autoboot import parse_autoboot
 
         text = self.autoboot.read_text() if self.autoboot.exists() else DOCUMENTED_AUTOBOOT
         settings = parse_autoboot(text)
@@ -322,7 +322,7 @@ class Sandbox:
 
     def boot(self, *, clean_shutdown: bool = True) -> tuple[Slot, str]:
         """Power on: GRUB picks a slot and saves its env, a new kernel starts; says how."""
-        from kubesolo_adapters.grubenv import PythonBackend
+        from kubesolo_adapters.grubenvfile import PythonBackend
 
         counter = PythonBackend(self.grubenv).read().get("boot_counter")
         outcome = GrubFirmware(self.grubenv).power_on(clean_shutdown=clean_shutdown)

@@ -16,7 +16,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kubesolo_adapters import grubenv
+from kubesolo_adapters import grubenv, grubenvfile
 from kubesolo_adapters.bootfacts import BootFacts
 from kubesolo_adapters.grub import MANAGED, GrubBootEnv
 from kubesolo_adapters.sandbox import GrubFirmware, KernelFacts
@@ -53,7 +53,7 @@ class GrubWorld:
         self.set_boot_id(str(uuid.uuid4()))
         self.env = self.reopen()
         # A fresh box: the image ships a grubenv committed on A.
-        grubenv.PythonBackend(self.grubenv).set(self.model.initial(Slot.A))
+        grubenvfile.PythonBackend(self.grubenv).set(self.model.initial(Slot.A))
 
     @property
     def grubenv(self) -> Path:
@@ -142,7 +142,7 @@ def test_model_writes_leave_foreign_variables_alone(tmp_path: Path, backend: str
         "note": "héllo€ # not a comment \\ back\nslash",
         "empty": "",
     }
-    grubenv.PythonBackend(path).set({"first": "1", **foreign})
+    grubenvfile.PythonBackend(path).set({"first": "1", **foreign})
     env = _adapter(path, backend)
     env.activate(Slot.B)
     env.mark_good(Slot.B)
@@ -155,7 +155,7 @@ def test_model_writes_leave_foreign_variables_alone(tmp_path: Path, backend: str
 
 def test_writes_only_the_three_variables_in_place(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set({"boot_success": "1", "x": "y", "active_slot": "A"})
+    grubenvfile.PythonBackend(path).set({"boot_success": "1", "x": "y", "active_slot": "A"})
     _adapter(path, backend).activate(Slot.B)
     assert grubenv.parse(path.read_bytes()) == [
         ("boot_success", "0"),
@@ -223,7 +223,7 @@ def test_a_corrupt_grubenv_is_refused_and_untouched(
 
 def test_a_full_block_refuses_activate_untouched(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set({"filler": "x" * (930 - len("filler=\n"))})
+    grubenvfile.PythonBackend(path).set({"filler": "x" * (930 - len("filler=\n"))})
     before = path.read_bytes()
     assert grubenv.free_bytes(before) == 0
     with pytest.raises(grubenv.EnvBlockFull, match="too small"):
@@ -233,7 +233,7 @@ def test_a_full_block_refuses_activate_untouched(tmp_path: Path, backend: str) -
 
 def test_garbage_values_read_as_the_model_says(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set(
+    grubenvfile.PythonBackend(path).set(
         {"active_slot": "C", "boot_success": "yes", "boot_counter": "-1"}
     )
     view = _adapter(path, backend).read()

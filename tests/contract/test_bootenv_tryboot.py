@@ -16,16 +16,10 @@ from pathlib import Path
 import attrs
 import pytest
 
+from kubesolo_adapters.autoboot import AUTOBOOT_LIMIT, parse_autoboot, render_autoboot
 from kubesolo_adapters.bootfacts import BootFacts
 from kubesolo_adapters.sandbox import KernelFacts, TrybootFirmware
-from kubesolo_adapters.tryboot import (
-    AUTOBOOT_LIMIT,
-    TRYBOOT_ARGUMENT,
-    TrybootBootEnv,
-    parse_autoboot,
-    read_u32,
-    render_autoboot,
-)
+from kubesolo_adapters.tryboot import TRYBOOT_ARGUMENT, TrybootBootEnv, read_u32
 from kubesolo_core.bootmodel import TrybootModel
 from kubesolo_core.errors import BootEnvError, CorruptInput
 from kubesolo_core.slots import Slot

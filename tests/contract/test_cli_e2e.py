@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
 from kubesolo_adapters.sandbox import Sandbox, make_fs_image, publish, release_server
 from kubesolo_core.slots import Slot
 from tests.contract.fakeapi import FakeCluster, FakePod, fake_api

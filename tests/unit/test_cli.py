@@ -104,7 +104,7 @@ def world(tmp_path: Path, images: dict[str, bytes]) -> World:
     w = World(
         root=tmp_path, box=box, www=www, kube=kube, probes=MemoryProbes(), images=dict(images)
     )
-    from kubesolo_adapters.grubenv import PythonBackend
+    from kubesolo_adapters.grubenvfile import PythonBackend
 
     PythonBackend(box.grubenv).set({"active_slot": "A", "boot_counter": "3", "boot_success": "1"})
     w.reboot()
