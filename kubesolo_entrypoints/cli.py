@@ -266,51 +266,20 @@ def check(
 
     run = _run(ctx)
     agent = run.agent()
-    path = records.record_path(run.settings().state, records.CHECK_FILE)
+    state = run.settings().state
     try:
         result = agent.check()
     except Exception as exc:
-        records.write_record(path, {"ok": False, "error": str(exc)}, agent.clock.now())
+        records.note_check(state, agent.clock.now(), error=exc)
         raise
-    records.write_record(
-        path,
-        {
-            "ok": True,
-            "current_version": _text(result.current_version),
-            "available_version": str(result.available_version),
-            "update_available": result.update_available,
-        },
+    records.note_check(
+        state,
         agent.clock.now(),
+        current=result.current_version,
+        available=result.available_version,
+        update_available=result.update_available,
     )
     _out(render.dumps(render.check_doc(result)) if json_out else result.reason)
-
-
-class _ProgressBar:
-    """A one-line progress display on stderr (only used when stderr is a TTY)."""
-
-    def __init__(self) -> None:
-        self.seen: dict[int | None, int] = {}
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int | None) -> None:
-        import time
-
-        self.seen[total] = done
-        now = time.monotonic()
-        if now - self.last < 0.1 and (total is None or done < total):
-            return
-        self.last = now
-        # Download and write report on the same callback; show the slower one.
-        fractions = [d / t for t, d in self.seen.items() if t]
-        fraction = min(fractions) if fractions else 0.0
-        width = 30
-        bar = "#" * int(fraction * width)
-        sys.stderr.write(f"\r  [{bar:<{width}}] {fraction:6.1%}  {done / 1048576:8.1f} MiB")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.seen:
-            sys.stderr.write("\n")
 
 
 @app.command()
@@ -326,24 +295,22 @@ def apply(
 ) -> None:
     """Preflight, download, write and verify the new image into the passive slot -> staged."""
     from kubesolo_entrypoints import records
+    from kubesolo_entrypoints.progress import ProgressBar
 
     run = _run(ctx)
     agent = run.agent()
-    bar = _ProgressBar() if sys.stderr.isatty() else None
+    bar = ProgressBar() if sys.stderr.isatty() else None
     try:
         result = agent.apply(force=force, allow_downgrade=allow_downgrade, progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    records.write_record(
-        records.record_path(run.settings().state, records.CHECK_FILE),
-        {
-            "ok": True,
-            "current_version": _text(result.state.from_version),
-            "available_version": _text(result.state.to_version),
-            "update_available": result.changed,
-        },
+    records.note_check(
+        run.settings().state,
         agent.clock.now(),
+        current=result.state.from_version,
+        available=result.state.to_version,
+        update_available=result.changed,
     )
     _out(result.message)
 
@@ -406,11 +373,7 @@ def healthcheck(
         kube_system_settle=kube_system_settle,
     )
     outcome = agent.healthcheck()
-    records.write_record(
-        records.record_path(run.settings().state, records.HEALTH_FILE),
-        {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}},
-        agent.clock.now(),
-    )
+    records.note_health(run.settings().state, agent.clock.now(), outcome)
     _out(render.dumps(render.health_doc(outcome)) if json_out else render.health_text(outcome))
     if not outcome.healthy:
         # An outcome, not an error: the exit code tells init to act on it.
@@ -491,10 +454,6 @@ def simulate(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
-def _text(version: object | None) -> str | None:
-    return None if version is None else str(version)
-
-
 def _count(option: str, text: str, least: int) -> int:
     from kubesolo_core.errors import ConfigError
 
@@ -542,62 +501,11 @@ def config_from_cloud_init(
     _say(f"wrote {output}")
 
 
-class _TextParam:
-    """typer's coercion for a text option, without pydantic.
-
-    typer >= 0.2x validates every non-bool option through a pydantic
-    TypeAdapter, importing pydantic (0.1-0.3 s) on every run, and pydantic's
-    compiled core cannot load from a zipapp. Every option of this CLI is text
-    (config.py parses and checks the values, naming the option in its
-    errors) or a bool flag, so text passes through unchanged.
-    """
-
-    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
-        if value is None:
-            return None
-        return value if isinstance(value, str) else str(value)
-
-
-class _FlagParam:
-    """The same for bool flags (click already hands them over as bools)."""
-
-    def coerce(self, value: Any, param: Any = None, ctx: Any = None) -> Any:
-        if value is None or isinstance(value, bool):
-            return value
-        return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _plain_text_options(cmd: Any) -> None:
-    params = list(getattr(cmd, "params", ()))
-    if getattr(cmd, "_help_option", "absent") is None and getattr(cmd, "add_help_option", False):
-        # click makes --help on first use; make it now (cached as click would)
-        # so that it gets the light coercion too.
-        try:
-            from typer._click.decorators import help_option
-
-            help_option(["--help"])(cmd)
-            cmd._help_option = cmd.params.pop()
-            params.append(cmd._help_option)
-        except (ImportError, AttributeError, TypeError):
-            pass
-    for param in params:
-        descriptor = getattr(param, "type_descriptor", None)
-        # Only where typer would build its runtime coercion lazily: if a
-        # future typer changes these internals, the normal path stays.
-        kind = getattr(descriptor, "annotation", None)
-        if kind in (str, bool) and getattr(param, "_runtime_param", "absent") is None:
-            param._runtime_param = _TextParam() if kind is str else _FlagParam()
-    for sub in getattr(cmd, "commands", {}).values():
-        _plain_text_options(sub)
-
-
 def command() -> Any:
     """The click command of the app, with text options that skip pydantic."""
-    from typer.main import get_command
+    from kubesolo_entrypoints.typerlite import plain_command
 
-    cmd = get_command(app)
-    _plain_text_options(cmd)
-    return cmd
+    return plain_command(app)
 
 
 def main() -> None:
