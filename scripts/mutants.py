@@ -150,6 +150,28 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "",
         )
     ],
+    # decisions moved into the core (issue 9): each guarded by the unit tier
+    "tryboot-plain-reboot-starts-trial": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        return self is Bootloader.GRUB\n",
+            "        return True\n",
+        )
+    ],
+    "reboot-required-ignores-the-trial": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        return booted is not None and booted is not self.next_boot\n",
+            "        return booted is not None and booted is not self.committed_slot\n",
+        )
+    ],
+    "crash-keeps-the-tryboot-flag": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        if not clean_shutdown:\n            env = attrs.evolve(env, flag=False)\n",
+            "",
+        )
+    ],
 }
 
 UNIT_TESTS = [
