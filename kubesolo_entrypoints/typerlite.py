@@ -11,11 +11,61 @@ the normal path stays.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
-__all__ = ["plain_command"]
+__all__ = ["key_options", "plain_command"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def key_options(command: str) -> Callable[[F], F]:
+    """Give the command the options of its configuration keys (the table in config.py).
+
+    Each key whose ``option`` is ``command`` becomes ``--name-with-dashes``
+    (text; config.py parses it and names the option in its errors), right
+    after the context parameter; the decorated function receives them as one
+    mapping ``options`` (None: not given), so a key is declared once.
+    """
+    from kubesolo_entrypoints.config import options_of
+
+    keys = options_of(command)
+
+    def decorate(fn: F) -> F:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())
+        own = [p for p in own if p.name != "options"]
+        added = [
+            inspect.Parameter(
+                k.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=typer.Option(
+                    None,
+                    "--" + k.name.replace("_", "-"),
+                    metavar=k.metadata["metavar"] or None,
+                    help=k.metadata["help"],
+                ),
+                annotation=typing.Optional[str],  # noqa: UP045  (typer reads it at run time)
+            )
+            for k in keys
+        ]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            options = {k.name: kwargs.pop(k.name, None) for k in keys}
+            return fn(*args, options=options, **kwargs)
+
+        params = [*own[:1], *added, *own[1:]]
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        del wrapper.__wrapped__  # typer must see this signature, not fn's
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class _TextParam:

@@ -22,8 +22,9 @@ from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints import demo
-from kubesolo_entrypoints.cli import Run, app
+from kubesolo_entrypoints.cli import app
 from kubesolo_entrypoints.exitcodes import ExitCode
+from kubesolo_entrypoints.invocation import Run
 from tests.tools import require_tool
 
 runner = CliRunner()
