@@ -1,7 +1,8 @@
 """The release server over HTTP(S) (httpx) and file:// URLs: the Fetcher port for real.
 
-Keep this module off the CLI's start-up path: it imports httpx and ssl, and
-only the commands that fetch (check, apply) need it.
+Importing this module is cheap: httpx and ssl are imported by the methods
+that fetch (only check and apply do), so the composition root can build the
+fetcher for every command and ``status`` still never loads them.
 
 What a box on a bad link can expect:
 
@@ -28,108 +29,38 @@ from __future__ import annotations
 
 import contextlib
 import random
-import re
-import ssl
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 
+from kubesolo_adapters.download import (
+    Download,
+    FetchStatusError,
+    FetchTooLong,
+    SpeedGuard,
+    TooSlow,
+)
 from kubesolo_adapters.streams import hashed
 from kubesolo_core.errors import FetchError
 from kubesolo_core.ports import Progress
 from kubesolo_core.release import ImageSpec
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = ["RELEASE_LIMIT", "FetchStatusError", "FetchTooLong", "HttpFetcher"]
 
 #: a release document is a few hundred bytes; anything over this is not one
 RELEASE_LIMIT = 1 << 20
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _USER_AGENT = "kubesolo-update"
-
-
-class FetchStatusError(FetchError):
-    """The server answered with an HTTP error status (a missing local file counts as 404)."""
-
-    def __init__(self, message: str, *, status: int, way_out: str = "") -> None:
-        super().__init__(message, way_out=way_out)
-        self.status = status
-
-
-class FetchTooLong(FetchError):
-    """A document was longer than the limit it was fetched with (never read past it)."""
-
-
-class _TooSlow(Exception):
-    """The transfer stayed under the minimum speed for a whole window."""
-
-
-@attrs.define
-class _SpeedGuard:
-    """Raise _TooSlow when fewer than ``min_speed`` bytes/s arrive over a whole window."""
-
-    fetcher: HttpFetcher
-    start: float = 0.0
-    got: int = 0
-
-    def __attrs_post_init__(self) -> None:
-        self.start = self.fetcher.monotonic()
-
-    def feed(self, count: int) -> None:
-        self.got += count
-        now = self.fetcher.monotonic()
-        if now - self.start >= self.fetcher.speed_window:
-            if self.got < self.fetcher.min_speed * (now - self.start):
-                raise _TooSlow(
-                    f"slower than {self.fetcher.min_speed:.0f} bytes/s for "
-                    f"{now - self.start:.0f} s ({self.got} bytes)"
-                )
-            self.start, self.got = now, 0
-
-
-class _Retry(Exception):
-    """A failed attempt worth another try."""
-
-    def __init__(self, cause: str, retry_after: float | None = None) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.retry_after = retry_after
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.strip().isdigit() else None
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _transport_cause(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
-def _is_cert_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # the cause chain is short; bound it anyway
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
-            seen
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _local_path(url: str) -> str | None:
@@ -174,6 +105,8 @@ class HttpFetcher:
         return self._context
 
     def _new_ssl(self) -> ssl.SSLContext | bool:
+        import ssl
+
         if self.verify is False:
             return False
         if isinstance(self.verify, str):
@@ -195,6 +128,8 @@ class HttpFetcher:
         return ctx
 
     def _client(self) -> httpx.Client:
+        import httpx
+
         return httpx.Client(
             timeout=httpx.Timeout(
                 connect=self.connect_timeout,
@@ -208,7 +143,8 @@ class HttpFetcher:
             headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
         )
 
-    def _delay(self, failures: int, retry_after: float | None) -> float:
+    def backoff_delay(self, failures: int, retry_after: float | None) -> float:
+        """How long to wait after ``failures`` failures in a row (jittered, capped)."""
         delay = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
         delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not cryptography)
         if retry_after is not None:
@@ -224,6 +160,8 @@ class HttpFetcher:
         error status or a missing file (404), so that TUF can tell "no newer
         root" from a failure.
         """
+        import httpx
+
         path = _local_path(url)
         if path is not None:
             try:
@@ -238,13 +176,13 @@ class HttpFetcher:
             return data
         _check_scheme(url)
         with self._client() as client:
-            dl = _Download(fetcher=self, client=client, url=url, size=limit)
+            dl = Download(fetcher=self, client=client, url=url, size=limit)
             while True:
                 response, _ = dl.connect(0, whole_limit=limit)
                 try:
                     body = bytearray()
                     # metadata is small, but a trickle must not hold the box either
-                    speed = _SpeedGuard(fetcher=self)
+                    speed = SpeedGuard(fetcher=self)
                     for part in response.iter_raw():  # as it arrives: the guard sees the pace
                         body += part
                         if len(body) > limit:
@@ -253,7 +191,7 @@ class HttpFetcher:
                             )
                         speed.feed(len(part))
                     return bytes(body)
-                except _TooSlow as slow:
+                except TooSlow as slow:
                     dl.failed(str(slow))
                 except httpx.TransportError as exc:
                     dl.transport_failed(exc)
@@ -285,7 +223,7 @@ class HttpFetcher:
             _check_scheme(url)
             client = self._client()
             try:
-                dl = _Download(fetcher=self, client=client, url=url, size=image.size)
+                dl = Download(fetcher=self, client=client, url=url, size=image.size)
                 first = dl.connect(0, whole_limit=image.size)
             except BaseException:
                 client.close()
@@ -339,183 +277,3 @@ def _check_scheme(url: str) -> None:
             f"{url}: unsupported URL scheme {scheme!r}",
             way_out="use an https://, http:// or file:// URL",
         )
-
-
-@attrs.define(kw_only=True)
-class _Download:
-    """One URL's attempts: connecting with Range, counting failures, backing off."""
-
-    fetcher: HttpFetcher
-    client: httpx.Client
-    url: str
-    size: int
-    attempts: int = 0
-    failures: int = 0
-
-    @property
-    def _max_attempts(self) -> int:
-        return 10 * (self.fetcher.retries + 1)
-
-    def _give_up(self, cause: str, *, retried: bool = True) -> NoReturn:
-        if retried:
-            raise FetchError(
-                f"{self.url}: gave up after {self.attempts} attempt(s): {cause}",
-                way_out="check the network and the server, then run apply again",
-            )
-        raise FetchError(f"{self.url}: {cause} (attempt {self.attempts}, not retried)")
-
-    def failed(self, cause: str, retry_after: float | None = None) -> None:
-        """Count a failed attempt; back off, or raise FetchError when the budget is spent."""
-        self.failures += 1
-        if self.failures > self.fetcher.retries or self.attempts >= self._max_attempts:
-            self._give_up(cause)
-        self.fetcher.sleep(self.fetcher._delay(self.failures, retry_after))
-
-    def transport_failed(self, exc: httpx.HTTPError) -> None:
-        """A connection-level failure: fatal for certificates and protocol misuse, else retried."""
-        if _is_cert_failure(exc):
-            raise FetchError(
-                f"{self.url}: TLS certificate verification failed: {exc}",
-                way_out="install the server's CA in the system store or pass a CA bundle",
-            ) from None
-        if not isinstance(exc, httpx.TransportError) or isinstance(
-            exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
-        ):
-            self._give_up(_transport_cause(exc), retried=False)
-        self.failed(_transport_cause(exc))
-
-    def connect(self, got: int, *, whole_limit: int) -> tuple[httpx.Response, int]:
-        """A response positioned at byte ``got``, and how many leading bytes to skip."""
-        while True:
-            self.attempts += 1
-            headers = {"Range": f"bytes={got}-"} if got else {}
-            try:
-                request = self.client.build_request("GET", self.url, headers=headers)
-                response = self.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                self.transport_failed(exc)
-                continue
-            try:
-                return response, self._accept(response, got, whole_limit)
-            except _Retry as retry:
-                response.close()
-                self.failed(retry.cause, retry.retry_after)
-            except BaseException:
-                response.close()
-                raise
-
-    def _accept(self, response: httpx.Response, got: int, whole_limit: int) -> int:
-        status = response.status_code
-        if status in (408, 429) or status >= 500:
-            raise _Retry(f"HTTP {status} {response.reason_phrase}", _retry_after(response))
-        if urllib.parse.urlsplit(self.url).scheme == "https" and response.url.scheme != "https":
-            self._give_up(f"redirected from https to {response.url}", retried=False)
-        length = _content_length(response)
-        if status == 200:
-            # From the start: a server that ignores Range repeats what we already have.
-            if length is not None and length > whole_limit:
-                raise FetchTooLong(
-                    f"{self.url}: the server announces {length} bytes, more than the "
-                    f"{whole_limit} expected (attempt {self.attempts}, not retried)"
-                )
-            return got
-        if status == 206 and got:
-            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-            if match is None or int(match.group(1)) != got:
-                self._give_up(
-                    f"asked for bytes {got}-, got Content-Range "
-                    f"{response.headers.get('content-range')!r}",
-                    retried=False,
-                )
-            total = match.group(3)
-            if total != "*" and int(total) != self.size:
-                self._give_up(
-                    f"the server's file has {total} bytes, the release says {self.size}",
-                    retried=False,
-                )
-            if length is not None and length > self.size - got:
-                self._give_up(
-                    f"the server announces {length} more bytes after byte {got}, "
-                    f"the release says {self.size - got}",
-                    retried=False,
-                )
-            return 0
-        if status == 416:
-            self._give_up(
-                f"the server has fewer than {got} bytes (416 for Range bytes={got}-); "
-                f"the release says {self.size}",
-                retried=False,
-            )
-        raise FetchStatusError(
-            f"{self.url}: HTTP {status} {response.reason_phrase} (attempt {self.attempts}, "
-            "not retried)",
-            status=status,
-        )
-
-    def chunks(
-        self, first: tuple[httpx.Response, int], progress: Progress | None
-    ) -> Iterator[bytes]:
-        """The image's bytes from the first response on, resuming after failures.
-
-        Network reads are gathered into chunks of ``chunk_size`` (fewer, larger
-        writes downstream); what was gathered when a connection breaks is
-        still yielded, so the resume starts exactly after it.
-        """
-        response: httpx.Response | None = first[0]
-        skip = first[1]
-        got = 0
-        buf = bytearray()
-        limit = self.fetcher.chunk_size
-        try:
-            while True:
-                if response is None:
-                    response, skip = self.connect(got, whole_limit=self.size)
-                start = got
-                speed = _SpeedGuard(fetcher=self.fetcher)
-                try:
-                    for part in response.iter_raw():
-                        speed.feed(len(part))
-                        chunk = part
-                        if skip:
-                            drop = min(skip, len(chunk))
-                            skip -= drop
-                            chunk = chunk[drop:]
-                        if got + len(chunk) > self.size:
-                            self._give_up(
-                                f"the server sent more than the {self.size} bytes announced",
-                                retried=False,
-                            )
-                        got += len(chunk)
-                        buf += chunk
-                        if len(buf) >= limit:
-                            out = bytes(buf)
-                            buf.clear()
-                            yield out
-                            if progress is not None:
-                                progress(got, self.size)
-                    cause = f"the body ended after {got} of {self.size} bytes"
-                except _TooSlow as slow:
-                    cause = str(slow)
-                    start = got  # a crawl is no progress: it must not refill the budget
-                except httpx.HTTPError as exc:
-                    cause = _transport_cause(exc)
-                    if _is_cert_failure(exc) or not isinstance(exc, httpx.TransportError):
-                        self.transport_failed(exc)
-                finally:
-                    response.close()
-                    response = None
-                if buf:
-                    out = bytes(buf)
-                    buf.clear()
-                    yield out
-                    if progress is not None:
-                        progress(got, self.size)
-                if got == self.size and not skip:
-                    return
-                if got > start:
-                    self.failures = 0  # progress: the budget counts failures in a row
-                self.failed(cause)
-        finally:
-            if response is not None:
-                response.close()
-            self.client.close()

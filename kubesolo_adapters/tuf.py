@@ -36,20 +36,15 @@ reason; a network failure stays a :class:`~kubesolo_core.errors.FetchError`.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Root, TargetFile
-from tuf.ngclient import Updater, UpdaterConfig
-from tuf.ngclient.fetcher import FetcherInterface
 
-from kubesolo_adapters.http import FetchStatusError, FetchTooLong, HttpFetcher
+from kubesolo_adapters.http import FetchTooLong, HttpFetcher
 from kubesolo_core.channel import (
     ChannelDoc,
     InvalidChannel,
@@ -64,11 +59,14 @@ from kubesolo_core.ports import Progress
 from kubesolo_core.refusals import TrustRefused
 from kubesolo_core.release import ImageSpec, Release, release_document
 
-__all__ = ["CHANNEL_LIMIT", "NgFetcher", "TufFetcher", "classify_fetch_error"]
+if TYPE_CHECKING:
+    from tuf.api.metadata import TargetFile
+    from tuf.ngclient import Updater
+
+__all__ = ["CHANNEL_LIMIT", "TufFetcher", "classify_fetch_error"]
 
 #: a channel document is a few KiB (a 4 GiB image in 4 MiB chunks: ~70 KiB)
 CHANNEL_LIMIT = 1 << 20
-_SIGNED_BY = re.compile(r"signed by (\d+)/(\d+) keys")
 
 
 def classify_fetch_error(exc: BaseException) -> str | None:
@@ -83,64 +81,6 @@ def classify_fetch_error(exc: BaseException) -> str | None:
     if "more than the" in text or "release announces" in text or "the release says" in text:
         return "length_mismatch"
     return None
-
-
-class NgFetcher(FetcherInterface):
-    """ngclient's fetcher interface over our HttpFetcher (metadata and small targets)."""
-
-    def __init__(self, http: HttpFetcher) -> None:
-        self.http = http
-
-    def _fetch(self, url: str) -> Iterator[bytes]:
-        return iter([self._get(url, CHANNEL_LIMIT)])
-
-    def download_bytes(self, url: str, max_length: int) -> bytes:
-        """One metadata file, never more than ``max_length`` bytes read."""
-        return self._get(url, max_length)
-
-    def _get(self, url: str, limit: int) -> bytes:
-        try:
-            return self.http.fetch_release(url, limit=limit)
-        except FetchStatusError as exc:
-            raise tuf_errors.DownloadHTTPError(str(exc), exc.status) from exc
-        except FetchTooLong as exc:
-            raise tuf_errors.DownloadLengthMismatchError(str(exc)) from exc
-        except FetchError as exc:
-            if classify_fetch_error(exc) == "slow_retrieval":
-                raise tuf_errors.SlowRetrievalError(str(exc)) from exc
-            raise tuf_errors.DownloadError(str(exc)) from exc
-
-
-@contextlib.contextmanager
-def _refusals(what: str) -> Iterator[None]:
-    """Turn python-tuf's exceptions into refusals with a machine reason."""
-    try:
-        yield
-    except tuf_errors.ExpiredMetadataError as exc:
-        raise TrustRefused("expired_metadata", f"{what}: {exc}") from None
-    except tuf_errors.UnsignedMetadataError as exc:
-        match = _SIGNED_BY.search(str(exc))
-        reason = "threshold_not_met" if match and int(match.group(1)) > 0 else "bad_signature"
-        raise TrustRefused(reason, f"{what}: {exc}") from None
-    except tuf_errors.BadVersionNumberError as exc:
-        raise TrustRefused("metadata_rollback", f"{what}: {exc}") from None
-    except tuf_errors.LengthOrHashMismatchError as exc:
-        reason = "length_mismatch" if "length" in str(exc) else "hash_mismatch"
-        raise TrustRefused(reason, f"{what}: {exc}") from None
-    except tuf_errors.DownloadLengthMismatchError as exc:
-        raise TrustRefused("length_mismatch", f"{what}: {exc}") from None
-    except tuf_errors.SlowRetrievalError as exc:
-        raise TrustRefused("slow_retrieval", f"{what}: {exc}") from None
-    except tuf_errors.DownloadError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, FetchError):
-            raise cause from None
-        raise FetchError(f"{what}: {exc}") from None
-    except tuf_errors.RepositoryError as exc:
-        raise TrustRefused("untrusted_repository", f"{what}: {exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        # python-tuf raises these for structurally broken (but parseable) metadata
-        raise TrustRefused("untrusted_repository", f"{what}: {exc}") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -179,28 +119,18 @@ class TufFetcher:
             ) from None
 
     def _updater(self, base: str) -> Updater:
+        from kubesolo_adapters.tufclient import new_updater
+
         root = self._root_bytes()
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            return Updater(
-                metadata_dir=str(self.cache_dir),
-                metadata_base_url=f"{base}metadata/",
-                target_base_url=f"{base}targets/",
-                target_dir=str(self.cache_dir),
-                fetcher=NgFetcher(self.http),
-                config=UpdaterConfig(app_user_agent="kubesolo-update"),
-                bootstrap=root,
-            )
-        except (tuf_errors.RepositoryError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"trust_root {self.trust_root} is not a valid, self-signed TUF root.json: {exc}",
-                way_out="ship the repository's root.json (kubesolo-release init wrote 1.root.json)",
-            ) from None
+        return new_updater(
+            root, base=base, cache_dir=self.cache_dir, http=self.http, source=self.trust_root
+        )
 
     def _consistent(self) -> bool:
-        # root.json in the cache is the root ngclient verified and trusts now.
-        root = Metadata[Root].from_file(str(self.cache_dir / "root.json")).signed
-        return bool(root.consistent_snapshot)
+        from kubesolo_adapters.tufclient import consistent_snapshot
+
+        return consistent_snapshot(self.cache_dir)
 
     def _target_url(self, base: str, info: TargetFile) -> str:
         path = info.get_prefixed_paths()[0] if self._consistent() else info.path
@@ -215,6 +145,8 @@ class TufFetcher:
 
     def fetch_release(self, url: str) -> bytes:
         """Refresh the metadata and return the channel's release as a DESIGN.md 5 document."""
+        from kubesolo_adapters.tufclient import refusals as _refusals
+
         base = url if url.endswith("/") else f"{url}/"
         doc_path = channel_target(self.channel)
         updater = self._updater(base)

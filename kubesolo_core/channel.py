@@ -33,7 +33,7 @@ import attrs
 
 from kubesolo_core.errors import CorruptInput
 from kubesolo_core.release import COMPRESSIONS
-from kubesolo_core.versions import Version
+from kubesolo_core.versions import Version, as_version, to_version
 
 CHANNEL_KIND = "kubesolo-channel"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -98,9 +98,9 @@ class ChannelDoc:
     """One channel document."""
 
     channel: str
-    version: str
+    version: Version = attrs.field(converter=to_version)
     image: ChannelImage
-    min_from_version: str | None = None
+    min_from_version: Version | None = attrs.field(default=None, converter=as_version)
 
 
 def chunk_count(length: int, chunk_size: int) -> int:
@@ -205,9 +205,9 @@ def channel_document(doc: ChannelDoc) -> dict[str, Any]:
         "schema": 1,
         "kind": CHANNEL_KIND,
         "channel": doc.channel,
-        "version": doc.version,
+        "version": str(doc.version),
         "image": image,
     }
     if doc.min_from_version is not None:
-        out["min_from_version"] = doc.min_from_version
+        out["min_from_version"] = str(doc.min_from_version)
     return out

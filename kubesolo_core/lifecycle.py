@@ -26,9 +26,9 @@ import enum
 
 import attrs
 
-from kubesolo_core.errors import CorruptInput, IllegalTransition
+from kubesolo_core.errors import IllegalTransition
 from kubesolo_core.slots import Slot
-from kubesolo_core.versions import Version
+from kubesolo_core.versions import Version, as_version
 
 
 class Phase(enum.Enum):
@@ -67,8 +67,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.FAILED: frozenset({P.CHECKING}),
 }
 
-#: phases in which the passive slot content is unknown or unproven
-IN_FLIGHT = frozenset({P.CHECKING, P.DOWNLOADING, P.STAGED})
+#: phases in which the target slot's content is being replaced (unknown until staged)
+WRITING = frozenset({P.CHECKING, P.DOWNLOADING})
 #: phases after an activation, before the outcome is known
 POST_ACTIVATION = frozenset({P.ACTIVATED, P.VERIFYING})
 
@@ -80,8 +80,8 @@ class UpdateState:
     """The persisted state of the agent (state.json)."""
 
     phase: Phase = Phase.IDLE
-    from_version: str | None = None
-    to_version: str | None = None
+    from_version: Version | None = attrs.field(default=None, converter=as_version)
+    to_version: Version | None = attrs.field(default=None, converter=as_version)
     target_slot: Slot | None = None
     attempt_count: int = 0
     last_error: str | None = None
@@ -96,7 +96,7 @@ class UpdateState:
     #: the highest version this box ever committed (the downgrade floor): it only
     #: rises, at every commit, and lives here so that it is saved in the same
     #: atomic write as the commit itself
-    floor_version: str | None = None
+    floor_version: Version | None = attrs.field(default=None, converter=as_version)
     #: the current attempt was let below the floor (or the running version) by
     #: ``--allow-downgrade``
     downgrade_allowed: bool = False
@@ -107,14 +107,9 @@ class UpdateState:
         return self.target_slot.other() if self.target_slot is not None else None
 
 
-def raised_floor(floor: str | None, committed: str | None) -> str | None:
+def raised_floor(floor: Version | None, committed: Version | None) -> Version | None:
     """The downgrade floor after committing ``committed``: the higher of the two."""
-    try:
-        if committed is None or (
-            floor is not None and Version.parse(committed) <= Version.parse(floor)
-        ):
-            return floor
-    except CorruptInput:
+    if committed is None or (floor is not None and committed <= floor):
         return floor
     return committed
 
@@ -143,7 +138,7 @@ def transition(
         )
     fields: dict[str, object] = {"phase": to, "updated_at": now, **changes}
     if to is P.CHECKING:
-        target = changes.get("to_version", state.to_version)
+        target = as_version(changes.get("to_version", state.to_version))  # type: ignore[arg-type]
         same = target == state.to_version and state.phase in RESTARTABLE - {P.IDLE}
         fields["attempt_count"] = state.attempt_count + 1 if same else 1
         fields["started_at"] = now

@@ -60,14 +60,11 @@ class Version:
         return self.text
 
 
-def is_newer(candidate: str, current: str | None) -> bool:
-    """True when ``candidate`` sorts after ``current`` (an unknown current: always)."""
-    if current is None:
-        return True
-    return Version.parse(candidate) > Version.parse(current)
+def to_version(value: Version | str) -> Version:
+    """``value`` as a Version (text is parsed; CorruptInput when it is not a version)."""
+    return value if isinstance(value, Version) else Version.parse(value)
 
 
-def is_downgrade(candidate: str, current: str | None, floor: str | None) -> bool:
-    """True when ``candidate`` sorts below the running version or the downgrade floor."""
-    target = Version.parse(candidate)
-    return any(v is not None and target < Version.parse(v) for v in (current, floor))
+def as_version(value: Version | str | None) -> Version | None:
+    """As :func:`to_version`, None staying None (an attrs converter for optional versions)."""
+    return None if value is None else to_version(value)

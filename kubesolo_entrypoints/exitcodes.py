@@ -27,7 +27,6 @@ import enum
 from kubesolo_core.errors import (
     ConfigError,
     CorruptInput,
-    HealthCheckFailed,
     KubesoloError,
     PreflightRefused,
 )
@@ -52,7 +51,6 @@ _BY_CLASS: tuple[tuple[type[KubesoloError], ExitCode], ...] = (
     (ConfigError, ExitCode.USAGE),
     (TrustRefused, ExitCode.UNTRUSTED),
     (PreflightRefused, ExitCode.REFUSED),
-    (HealthCheckFailed, ExitCode.UNHEALTHY),
     (CorruptInput, ExitCode.CORRUPT),
 )
 

@@ -13,6 +13,7 @@ every run:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,10 @@ from kubesolo_core.errors import ConfigError, PreflightRefused
 from kubesolo_core.refusals import REASONS, Refusal, TrustRefused
 
 if TYPE_CHECKING:
-    from kubesolo_core.ports import Fetcher
+    import datetime as dt
+
+    from kubesolo_core.ports import Fetcher, Progress
+    from kubesolo_core.release import ImageSpec
     from kubesolo_entrypoints.config import Settings
 
 UNSIGNED_WARNING = (
@@ -53,8 +57,32 @@ def tuf_cache(settings: Settings) -> Path:
     return settings.state.parent / "tuf"
 
 
+def _no_trust() -> ConfigError:
+    return ConfigError(
+        "no trust_root configured: releases must be signed",
+        way_out="set trust_root=/etc/kubesolo/root.json (the repository's 1.root.json, shipped "
+        "in the OS image), or allow_unsigned=true for a lab",
+    )
+
+
+class UntrustedFetcher:
+    """The Fetcher of a box with neither a trust root nor ``allow_unsigned``: it fetches nothing.
+
+    ``status``, ``rollback``, ``healthcheck`` and the metrics work as ever;
+    ``check`` and ``apply`` end in a usage error that says how to configure trust.
+    """
+
+    def fetch_release(self, url: str) -> bytes:
+        raise _no_trust()
+
+    def open_image(
+        self, release_url: str, image: ImageSpec, progress: Progress | None = None
+    ) -> Iterator[bytes]:
+        raise _no_trust()
+
+
 def build_fetcher(settings: Settings) -> Fetcher:
-    """The Fetcher the trust mode calls for (imported and built on first use)."""
+    """The Fetcher the trust mode calls for (cheap: the adapters import their libraries on use)."""
     from kubesolo_adapters.http import HttpFetcher
 
     if settings.trust_root is not None:
@@ -68,11 +96,33 @@ def build_fetcher(settings: Settings) -> Fetcher:
         )
     if settings.allow_unsigned:
         return HttpFetcher()
-    raise ConfigError(
-        "no trust_root configured: releases must be signed",
-        way_out="set trust_root=/etc/kubesolo/root.json (the repository's 1.root.json, shipped "
-        "in the OS image), or allow_unsigned=true for a lab",
-    )
+    return UntrustedFetcher()
+
+
+def announce(settings: Settings) -> dict[str, Any]:
+    """The trust view of ``settings``; an unsigned box is warned about on stderr (every run)."""
+    from kubesolo_entrypoints.invocation import say
+
+    view = trust_view(settings)
+    if view["unsigned"]:
+        say(f"kubesolo-update: warning: {UNSIGNED_WARNING}")
+    return view
+
+
+def refused(
+    state: Path, now: dt.datetime, error: BaseException, view: dict[str, Any], *, json_out: bool
+) -> None:
+    """Record a failed check/apply with its refusal reasons; print its ``--json`` document."""
+    from kubesolo_entrypoints import records, render
+    from kubesolo_entrypoints.exitcodes import exit_code_for
+    from kubesolo_entrypoints.invocation import tell
+
+    found = refusals_of(error)
+    reasons = [r.reason for r in found]
+    records.note_check(state, now, error=error, refusals=reasons, unsigned=view["unsigned"])
+    if json_out:
+        doc = {"ok": False, "error": str(error), "exit_code": int(exit_code_for(error))}
+        tell(render.dumps({**doc, "refusals": refusal_docs(found), "trust": view}))
 
 
 def refusals_of(error: BaseException) -> list[Refusal]:

@@ -40,7 +40,7 @@ def verify_repository(served: Path, trust_root: Path, channels: list[str]) -> di
                     size += len(chunk)
                 results[channel] = {
                     "ok": True,
-                    "version": release.version,
+                    "version": str(release.version),
                     "image": release.image.url.rsplit("/", 1)[-1],
                     "bytes": size,
                 }

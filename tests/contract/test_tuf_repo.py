@@ -18,11 +18,12 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from typer.testing import CliRunner
 
+from kubesolo_adapters import sandbox
 from kubesolo_core.channel import ChannelDoc, ChannelImage, channel_document
 from kubesolo_core.lifecycle import Phase
-from kubesolo_entrypoints import demo
-from kubesolo_entrypoints.cli import Run, app
+from kubesolo_entrypoints.cli import app
 from kubesolo_entrypoints.exitcodes import ExitCode
+from kubesolo_entrypoints.invocation import Run
 from kubesolo_entrypoints.metrics import render
 from tests.contract.nginx import nginx_binary, nginx_serving
 from tests.contract.tufworld import TufWorld, now, padded_images
@@ -49,7 +50,7 @@ def test_signed_update_over_nginx_commits_and_the_cache_stays_warm(world: TufWor
         require_tool("nginx")
     with nginx_serving(world.repo.served, world.root / "nginx") as server:
         agent = world.agent(server.url())
-        assert agent.check().available_version == "1.1.0"
+        assert str(agent.check().available_version) == "1.1.0"
         world.commit_cycle(agent)
         assert agent.status().slots[1].version == "1.1.0"
         first = server.access_log()
@@ -121,7 +122,7 @@ def test_a_repository_of_other_tuf_tooling_works(tmp_path: Path, images: dict[st
     shutil.copyfile(served / "metadata" / "root.json", served / "metadata" / "1.root.json")
     shutil.copyfile(served / "metadata" / "root.json", world.shipped_root)
     result = world.agent(world.url(served)).apply()
-    assert result.state.phase is Phase.STAGED and result.state.to_version == "1.1.0"
+    assert result.state.phase is Phase.STAGED and str(result.state.to_version) == "1.1.0"
 
 
 # --------------------------------------------------------------------------- the CLI and metrics
@@ -195,7 +196,7 @@ def test_status_says_how_releases_are_trusted(world: TufWorld) -> None:
 def test_unsigned_mode_is_announced_on_every_run(world: TufWorld, tmp_path: Path) -> None:
     www = tmp_path / "www"
     www.mkdir()
-    demo.publish(www, "1.1.0", world.images["1.1.0"])
+    sandbox.publish(www, "1.1.0", world.images["1.1.0"])
     flags = {
         "trust_root": None,
         "allow_unsigned": "true",

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from kubesolo_adapters import sandbox
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
+from kubesolo_entrypoints.publisher.sandbox import signed_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_help_from_the_zipapp(pyz: Path) -> None:
 
 
 def test_status_json_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
-    box = demo.Sandbox(tmp_path)
+    box = sandbox.Sandbox(tmp_path)
     box.slot(Slot.A).write_bytes(b"\0" * 65536)
     box.slot(Slot.B).write_bytes(b"\0" * 65536)
     box.cmdline.write_text("kubesolo.slot=B\n")
@@ -78,11 +79,11 @@ def test_the_archive_is_self_contained(pyz: Path) -> None:
 def test_signed_check_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
     # The archive has no cryptography (a compiled library): securesystemslib
     # verifies the Ed25519 signatures in pure Python.
-    repo = demo.signed_repository(tmp_path / "publisher")
+    repo = signed_repository(tmp_path / "publisher")
     raw = tmp_path / "os.img"
     raw.write_bytes(b"\x5a" * 200_000)
     repo.add(raw, version="1.4.0", compress="gzip")
-    box = demo.Sandbox(tmp_path)
+    box = sandbox.Sandbox(tmp_path)
     for slot in Slot:
         box.slot(slot).write_bytes(b"\0" * 400_000)
 

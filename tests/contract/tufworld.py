@@ -22,16 +22,17 @@ from typing import Any
 import attrs
 
 from kubesolo_adapters.blockdev import BlockSlotStore
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
+from kubesolo_adapters.grubenvfile import PythonBackend
 from kubesolo_adapters.http import HttpFetcher
-from kubesolo_adapters.memory import MemoryKube, MemoryProbes
+from kubesolo_adapters.sandbox import Sandbox, make_fs_image
 from kubesolo_adapters.tuf import TufFetcher
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
-from kubesolo_entrypoints.bootstrap import build_agent
+from kubesolo_entrypoints.bootstrap import bootstrap
 from kubesolo_entrypoints.config import load_settings
 from kubesolo_entrypoints.publisher.repo import Repository
+from kubesolo_entrypoints.publisher.sandbox import publish_signed
 
 #: bigger than the slot writer's held-back head (1 MiB), so "nothing written" is the
 #: chunk checks' doing, not only the head-last rule's
@@ -42,7 +43,7 @@ def padded_images(work: Path, versions: tuple[str, ...]) -> dict[str, bytes]:
     """A 1 MiB ext2 filesystem per version (its version file readable) padded with random
     bytes to IMAGE_BYTES: two images differ all along, so a byte that reaches a slot shows."""
     return {
-        v: demo.make_image(work, v, size=1 << 20) + os.urandom(IMAGE_BYTES - (1 << 20))
+        v: make_fs_image(work, v, size=1 << 20) + os.urandom(IMAGE_BYTES - (1 << 20))
         for v in versions
     }
 
@@ -56,7 +57,7 @@ class TufWorld:
     """A box (slot files, grubenv, state) and a publisher workspace."""
 
     root: Path
-    box: demo.Sandbox
+    box: Sandbox
     repo: Repository
     images: dict[str, bytes]
     kube: MemoryKube = attrs.field(factory=MemoryKube)
@@ -74,7 +75,7 @@ class TufWorld:
         **init: Any,
     ) -> TufWorld:
         root.mkdir(parents=True, exist_ok=True)
-        box = demo.Sandbox(root)
+        box = Sandbox(root)
         for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "0.9.0")):
             with box.slot(slot).open("wb") as f:
                 f.truncate(2 * IMAGE_BYTES)
@@ -102,7 +103,7 @@ class TufWorld:
         return self.state.parent / "tuf"
 
     def publish(self, version: str, *, channel: str = "stable", compress: str = "gzip") -> None:
-        demo.publish_signed(self.repo, version, self.images[version], channel=channel,
+        publish_signed(self.repo, version, self.images[version], channel=channel,
                             compress=compress)  # fmt: skip
 
     def url(self, served: Path | None = None) -> str:
@@ -151,9 +152,7 @@ class TufWorld:
             {Slot.A: str(self.box.slot(Slot.A)), Slot.B: str(self.box.slot(Slot.B))},
             chunk_size=64 << 10,
         )
-        return build_agent(
-            settings, fetcher=fetcher, slots=slots, kube=self.kube, probes=self.probes
-        )
+        return bootstrap(settings, fetcher=fetcher, slots=slots, kube=self.kube, probes=self.probes)
 
     def slot_digest(self, slot: Slot = Slot.B) -> str:
         return hashlib.sha256(self.box.slot(slot).read_bytes()).hexdigest()

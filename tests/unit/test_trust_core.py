@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryBox
+from kubesolo_adapters.fakes import MemoryBox
 from kubesolo_core.channel import (
     ChannelDoc,
     ChannelImage,
@@ -25,6 +25,7 @@ from kubesolo_core.lifecycle import Phase
 from kubesolo_core.policies import preflight
 from kubesolo_core.refusals import REASONS, Refusal, TrustRefused
 from kubesolo_core.release import parse_release
+from kubesolo_core.versions import Version
 
 HEX = "a" * 64
 
@@ -80,7 +81,7 @@ def _doc(**image: Any) -> dict[str, Any]:
 
 def test_channel_document_round_trips() -> None:
     doc = parse_channel(json.dumps(_doc()), channel="stable")
-    assert doc.version == "1.3.0" and doc.image.chunk_sha256 == (HEX, HEX)
+    assert str(doc.version) == "1.3.0" and doc.image.chunk_sha256 == (HEX, HEX)
     assert channel_document(doc) == _doc()
     assert channel_target("stable") == "channels/stable.json"
 
@@ -141,10 +142,10 @@ def _release(version: str, min_from: str | None = None) -> Any:
 def test_preflight_codes_follow_the_refusals() -> None:
     report = preflight(
         release=_release("1.0.5", min_from="1.0.2"),
-        current_version="1.0.0",
+        current_version=Version.parse("1.0.0"),
         slot_capacity=5,
         node_labels={"updates.kubesolo.io/block": "true"},
-        floor_version="1.1.0",
+        floor_version=Version.parse("1.1.0"),
     )
     assert report.codes == ("no_space", "blocked_node", "min_from_version", "downgrade")
     assert len(report.refusals) == len(report.codes)
@@ -152,10 +153,10 @@ def test_preflight_codes_follow_the_refusals() -> None:
 
 def test_floor_refuses_below_the_highest_commit_even_above_the_running_version() -> None:
     args: dict[str, Any] = {
-        "current_version": "1.0.0",
+        "current_version": Version.parse("1.0.0"),
         "slot_capacity": 100,
         "node_labels": {},
-        "floor_version": "1.1.0",
+        "floor_version": Version.parse("1.1.0"),
     }
     refused = preflight(release=_release("1.0.5"), **args)
     assert refused.codes == ("downgrade",) and "1.1.0" in refused.refusals[0]
@@ -176,7 +177,7 @@ def test_floor_only_rises_and_an_allowed_downgrade_is_recorded() -> None:
         assert agent.healthcheck().state.phase is Phase.SUCCESS
 
     commit("1.2.0")
-    assert agent.status().state.floor_version == "1.2.0"
+    assert str(agent.status().state.floor_version) == "1.2.0"
     agent.rollback()
     box.reboot()  # back on 1.0.0, the floor stays 1.2.0
     box.publish("1.1.0")
@@ -189,12 +190,16 @@ def test_floor_only_rises_and_an_allowed_downgrade_is_recorded() -> None:
     assert staged.state.downgrade_allowed is True
     assert (
         "update.downgrade_allowed",
-        {"to_version": "1.1.0", "running": "1.0.0", "floor": "1.2.0"},
+        {
+            "to_version": Version.parse("1.1.0"),
+            "running": Version.parse("1.0.0"),
+            "floor": Version.parse("1.2.0"),
+        },
     ) in events
     agent.activate()
     box.reboot()
     done = agent.healthcheck().state
-    assert done.phase is Phase.SUCCESS and done.floor_version == "1.2.0"  # never lowered
+    assert done.phase is Phase.SUCCESS and str(done.floor_version) == "1.2.0"  # never lowered
 
 
 def test_check_says_why_an_update_is_held_back() -> None:
@@ -212,7 +217,7 @@ def test_schema_2_state_migrates_with_its_commit_as_the_floor() -> None:
         {"schema_version": 2, "phase": "success", "to_version": "1.4.0", "from_version": "1.3.0"}
     )
     state = loads_state(text)
-    assert state.floor_version == "1.4.0" and state.downgrade_allowed is False
+    assert str(state.floor_version) == "1.4.0" and state.downgrade_allowed is False
     idle = loads_state(json.dumps({"schema_version": 2, "phase": "failed", "to_version": "2.0.0",
                                    "last_error": "x"}))  # fmt: skip
     assert idle.floor_version is None
