@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.markers import Marker
-from packaging.tags import Tag
+from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +53,9 @@ OWN = ("kubesolo_core", "kubesolo_adapters", "kubesolo_entrypoints")
 OWN_FILES = ("*.py", "py.typed")
 LOCK = ROOT / "requirements" / "runtime.lock"
 ARCHES = ("x86_64", "aarch64")
-#: glibc 2.17: every maintained distribution; the wheels of our dependencies are built for it
-MANYLINUX = ("manylinux2014", "manylinux_2_17")
+#: glibc 2.17 (manylinux2014): what the wheels of our dependencies are built for,
+#: and older than the glibc of any maintained distribution
+GLIBC_MINOR = 17
 #: 1980-01-01, the earliest time a zip entry can hold
 EPOCH = "315532800"
 
@@ -72,7 +74,7 @@ class Pin:
     hashes: frozenset[str]
 
     def applies(self, env: dict[str, str]) -> bool:
-        return self.marker is None or self.marker.evaluate(env)
+        return self.marker is None or self.marker.evaluate({**env, "extra": ""})
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,26 @@ class Target:
         return "cp" + self.python.replace(".", "")
 
     @property
-    def pex_platform(self) -> str:
-        return f"{MANYLINUX[0]}_{self.arch}-cp-{self.python.replace('.', '')}-{self.abi}"
+    def version(self) -> tuple[int, int]:
+        major, minor = self.python.split(".")
+        return int(major), int(minor)
+
+    def platforms(self) -> list[str]:
+        """Linux platform tags the box accepts, best first: manylinux down from glibc 2.17."""
+        out = []
+        for minor in range(GLIBC_MINOR, 4, -1):
+            out.append(f"manylinux_2_{minor}_{self.arch}")
+            legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}.get(minor)
+            if legacy:
+                out.append(f"{legacy}_{self.arch}")
+        return out
+
+    def tags(self) -> list[Tag]:
+        """Every wheel tag the box's CPython accepts, in its order of preference."""
+        return [
+            *cpython_tags(self.version, abis=[self.abi], platforms=self.platforms()),
+            *compatible_tags(self.version, self.abi, platforms=self.platforms()),
+        ]
 
     def environment(self) -> dict[str, str]:
         """PEP 508 marker values of the target box (not of the build machine)."""
@@ -104,28 +124,23 @@ class Target:
             "python_full_version": f"{self.python}.0",
             "python_version": self.python,
             "sys_platform": "linux",
-            "extra": "",
+        }
+
+    def complete_platform(self) -> dict[str, object]:
+        """pex's --complete-platform document: the marker values and the tags.
+
+        An abbreviated ``--platform`` leaves markers such as
+        ``python_full_version`` undefined, and cryptography's metadata uses them.
+        """
+        return {
+            "marker_environment": self.environment(),
+            "compatible_tags": [str(tag) for tag in self.tags()],
         }
 
     def accepts(self, wheel: str) -> bool:
         """Can the target install this wheel file (by its tags)?"""
         *_, tags = parse_wheel_filename(wheel)
-        return any(self._accepts(tag) for tag in tags)
-
-    def _accepts(self, tag: Tag) -> bool:
-        if tag.platform != "any" and not re.fullmatch(
-            rf"manylinux(1|2010|2014|_2_\d+)_{self.arch}", tag.platform
-        ):
-            return False
-        if tag.platform.startswith("manylinux_2_") and int(tag.platform.split("_")[2]) > 17:
-            return False
-        if tag.interpreter.startswith("py"):
-            return tag.interpreter in ("py3", "py" + self.python.replace(".", ""))
-        if tag.abi == "abi3":
-            return tag.interpreter.startswith("cp") and int(tag.interpreter[2:]) <= int(
-                self.abi[2:]
-            )
-        return tag.interpreter == self.abi and tag.abi in (self.abi, "none")
+        return not tags.isdisjoint(self.tags())
 
 
 def read_lock(path: Path) -> list[Pin]:
@@ -186,7 +201,7 @@ def fetch(pins: list[Pin], target: Target, wheelhouse: Path) -> None:
                 if p.applies(target.environment())
             )
         )
-        platforms = [a for m in MANYLINUX for a in ("--platform", f"{m}_{target.arch}")]
+        platforms = [a for tag in target.platforms() for a in ("--platform", tag)]
         _run(
             [
                 sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
@@ -260,13 +275,15 @@ def build(target: Target, pins: list[Pin], wheels: list[Path], own: Path, output
     with tempfile.TemporaryDirectory(prefix="kubesolo-pex-") as tmp:
         links = Path(tmp) / "wheels"
         links.mkdir()
+        platform = Path(tmp) / "platform.json"
+        platform.write_text(json.dumps(target.complete_platform(), indent=1))
         for wheel in [*wheels, own]:
             shutil.copyfile(wheel, links / wheel.name)
         output.parent.mkdir(parents=True, exist_ok=True)
         _run(
             [
                 sys.executable, "-m", "pex",
-                "--no-pypi", "--find-links", str(links), "--platform", target.pex_platform,
+                "--no-pypi", "--find-links", str(links), "--complete-platform", str(platform),
                 # our wheel pulls its dependencies from the pinned wheels only: a
                 # dependency missing from the lock fails here
                 str(links / own.name),
@@ -334,11 +351,11 @@ def main() -> int:
     if not re.fullmatch(r"3\.\d+", args.python):
         sys.stderr.write(f"--python {args.python!r}: give a CPython version like 3.11\n")
         return 2
-    wheelhouse = Path(args.wheelhouse) if args.wheelhouse else default_wheelhouse()
+    wheelhouse = (Path(args.wheelhouse) if args.wheelhouse else default_wheelhouse()).resolve()
     try:
         built = build_all(
             args.arch or list(ARCHES),
-            out=Path(args.output_dir),
+            out=Path(args.output_dir).resolve(),
             wheelhouse=wheelhouse,
             offline=args.offline,
             python=args.python,

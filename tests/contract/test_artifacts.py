@@ -210,7 +210,11 @@ def _pins(lock: Path, arch: str) -> dict[str, str]:
 def test_contents_are_the_lock_built_for_the_arch(
     arch: str, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
-    """Every pin of runtime.lock is inside, and every native module is an ELF of ``arch``."""
+    """Every pin of runtime.lock is inside, and every native module is an ELF of ``arch``.
+
+    Judged by ``file``, not by file names: an abi3 module (cryptography's
+    ``_rust.abi3.so``) names no architecture.
+    """
     require_tool("file")
     with zipfile.ZipFile(artifacts[arch]) as zf:
         info = json.loads(zf.read("PEX-INFO"))
@@ -225,7 +229,6 @@ def test_contents_are_the_lock_built_for_the_arch(
     by_dist: dict[str, list[str]] = {}
     for name in natives:
         by_dist.setdefault(name.split("/")[1].split("-")[0], []).append(name)
-        assert f"{arch}-linux-gnu" in name, name
         described = subprocess.run(
             ["file", "-b", str(tmp_path / name)], capture_output=True, text=True, check=True
         ).stdout

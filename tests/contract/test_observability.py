@@ -36,6 +36,7 @@ from kubesolo_core.codec import dumps_state
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints import demo, records
+from tests.contract.test_deploy import kubectl_local  # kubectl's offline decoding
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +133,7 @@ def test_the_prometheusrule_is_the_rules_file(tmp_path: Path) -> None:
     assert MANIFEST.read_text() == gen_prometheusrule.render(RULES.read_text()), (
         "deploy/prometheus/prometheusrule.yaml is stale: run python scripts/gen_prometheusrule.py"
     )
-    doc = kubectl_decode(MANIFEST, tmp_path)
+    doc = kubectl_local(MANIFEST, tmp_path)
     assert doc["kind"] == "PrometheusRule"
     assert doc["apiVersion"] == "monitoring.coreos.com/v1"
     rules = doc["spec"]["groups"][0]["rules"]
@@ -140,21 +141,6 @@ def test_the_prometheusrule_is_the_rules_file(tmp_path: Path) -> None:
     flat = " ".join(RULES.read_text().split())
     for rule in rules:
         assert " ".join(rule["expr"].split()) in flat, rule["alert"]
-
-
-def kubectl_decode(path: Path, home: Path) -> dict[str, Any]:
-    require_tool("kubectl")
-    proc = subprocess.run(
-        ["kubectl", "annotate", "--local", "-f", str(path), "-o", "json", "checked=yes"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
 
 
 # --------------------------------------------------------------------------- the dashboard
@@ -334,7 +320,7 @@ def selectors(expr: str) -> Iterator[tuple[str, str, str, str]]:
 
 
 def used_exprs(tmp_path: Path) -> dict[str, str]:
-    rules = kubectl_decode(MANIFEST, tmp_path)["spec"]["groups"][0]["rules"]
+    rules = kubectl_local(MANIFEST, tmp_path)["spec"]["groups"][0]["rules"]
     return {**dashboard_exprs(), **{f"rule {r['alert']}": r["expr"] for r in rules}}
 
 
