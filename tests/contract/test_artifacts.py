@@ -224,7 +224,8 @@ def test_contents_are_the_lock_built_for_the_arch(
     for wheel in info["distributions"]:
         name, version, *_ = parse_wheel_filename(wheel)
         inside[str(name)] = str(version)
-    assert inside == {**_pins(LOCKS / "runtime.lock", arch), "kubesolo-update": "0.1.0"}
+    ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert inside == {**_pins(LOCKS / "runtime.lock", arch), "kubesolo-update": ours}
 
     by_dist: dict[str, list[str]] = {}
     for name in natives:
