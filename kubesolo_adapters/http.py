@@ -32,7 +32,6 @@ import random
 import re
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -112,6 +111,9 @@ def _local_path(url: str) -> str | None:
         return None
     if parts.netloc not in ("", "localhost"):
         raise FetchError(f"{url}: file:// URLs on another host are not supported")
+    # urllib.request costs ~25 ms to import; only file:// URLs need it, and only here.
+    import urllib.request
+
     return urllib.request.url2pathname(parts.path)
 
 
