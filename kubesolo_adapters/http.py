@@ -112,9 +112,9 @@ def _local_path(url: str) -> str | None:
     if parts.netloc not in ("", "localhost"):
         raise FetchError(f"{url}: file:// URLs on another host are not supported")
     # urllib.request costs ~25 ms to import; only file:// URLs need it, and only here.
-    import urllib.request
+    from urllib.request import url2pathname
 
-    return urllib.request.url2pathname(parts.path)
+    return url2pathname(parts.path)
 
 
 @attrs.define(kw_only=True)
