@@ -2,7 +2,7 @@
 
 typer >= 0.2x validates every non-bool option through a pydantic TypeAdapter,
 importing pydantic (0.1-0.3 s) on every run, and pydantic's compiled core
-cannot load from a zipapp. Every option of this CLI is text (config.py parses
+cannot load from a single-file artifact. Every option of this CLI is text (config.py parses
 and checks the values, naming the option in its errors) or a bool flag, so
 text passes through unchanged. Only where typer would build its runtime
 coercion lazily is it replaced: if a future typer changes these internals,

@@ -85,14 +85,7 @@ class Repository(Workspace):
                     f"got {count + len(external)}",
                     way_out=f"--keys {role}={threshold} or fewer --threshold",
                 )
-            entries = []
-            for index in range(1, count + 1):
-                uri, key = self._new_file_key(role, index)
-                root.add_key(key, role)
-                entries.append({"keyid": key.keyid, "uri": uri})
-            for spec in external:
-                root.add_key(spec.public_key, role)
-                entries.append({"keyid": spec.public_key.keyid, "uri": spec.uri})
+            entries = self._add_keys(root, role, role, count, external)
             root.roles[role].threshold = threshold
             roles_cfg[role] = {"keys": entries}
         periods = {**DEFAULT_EXPIRES, **(expires or {})}
@@ -271,14 +264,7 @@ class Repository(Workspace):
                 )
             for keyid in list(root.roles[role].keyids):
                 root.revoke_key(keyid, role)
-            fresh = []
-            for index in range(1, count + 1):
-                uri, key = self._new_file_key(f"{role}-v{root.version + 1}", index)
-                root.add_key(key, role)
-                fresh.append({"keyid": key.keyid, "uri": uri})
-            for spec in external:
-                root.add_key(spec.public_key, role)
-                fresh.append({"keyid": spec.public_key.keyid, "uri": spec.uri})
+            fresh = self._add_keys(root, role, f"{role}-v{root.version + 1}", count, external)
             root.roles[role].threshold = new_threshold
             retired = entries
             cfg["roles"][role]["keys"] = fresh

@@ -148,6 +148,23 @@ class Workspace:
         atomic_write(self.keys_dir / name, signer.private_bytes, mode=0o600)
         return f"file2:keys/{name}", key
 
+    def _add_keys(
+        self, root: Root, role: str, name: str, count: int, external: list[SignerSpec]
+    ) -> list[dict[str, str]]:
+        """Add ``count`` new file keys (named after ``name``) and ``external``'s to ``role``.
+
+        Returns their entries for publisher.json.
+        """
+        entries = []
+        for index in range(1, count + 1):
+            uri, key = self._new_file_key(name, index)
+            root.add_key(key, role)
+            entries.append({"keyid": key.keyid, "uri": uri})
+        for spec in external:
+            root.add_key(spec.public_key, role)
+            entries.append({"keyid": spec.public_key.keyid, "uri": spec.uri})
+        return entries
+
     def _resolve_uri(self, uri: str) -> str:
         scheme, _, rest = uri.partition(":")
         if scheme == "file2" and not rest.startswith("/"):
