@@ -1,0 +1,407 @@
+"""Hostile and careless inputs through the real CLI: one sandbox, one checker.
+
+Every case of the catalogue (tests/contract/test_hostile_*.py) builds a
+:class:`HostileBox`, spoils one input, runs ``kubesolo-update`` as a real
+subprocess (``python -m kubesolo_entrypoints``: a hang is caught by the
+timeout, a traceback is seen exactly as an operator would see it) and calls
+:func:`check`, which asserts the whole outcome:
+
+* the exit code;
+* the culprit (a key, a field, a path) named in the error line on stderr;
+* no ``Traceback`` and no "internal error" anywhere in stdout or stderr;
+* state.json, if present and not itself the hostile input, loads, and its
+  phase never claims work in progress (checking, downloading) after the
+  process ended; a staged state is truthful (the target slot holds the
+  verified image);
+* the booted and the committed slot are byte-identical to before;
+* the GRUB env file is byte-identical to before (unless the case says the
+  command may change it).
+
+The box: two ext2 image files as slots (A = 1.0.0 booted and committed,
+B = 0.9.0), a real GRUB env block file, a kernel command line file, a boot
+id file, a release server on 127.0.0.1 (:class:`tests.contract.faultserver.FaultServer`,
+so a case can make it misbehave) publishing 1.1.0 as a gzip image, and no
+Kubernetes (a kubeconfig path that does not exist: the checks are
+"unavailable", the node-label preflight is bypassed).
+
+API (for the slot-path family too)::
+
+    box = HostileBox.create(tmp_path)          # or the ``hostile_box`` fixture
+    box.flags["slot_b"] = "./slot-A.img"       # any global option, None = left out
+    box.env["KUBESOLO_UPDATE_SERVER"] = "..."  # extra environment variables
+    check(box, ["apply"], code=2, culprit="slot_b")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_core.codec import loads_state
+from kubesolo_core.lifecycle import Phase, UpdateState
+from kubesolo_core.slots import Slot
+from kubesolo_entrypoints import demo
+from tests.contract.faultserver import FaultServer
+from tests.tools import require_tool
+
+#: slot files are this big; images are half of it
+SLOT_BYTES = 2 << 20
+IMAGE_BYTES = 1 << 20
+#: phases that say "an operation is running right now"
+WORKING = frozenset({Phase.CHECKING, Phase.DOWNLOADING})
+#: the default per-invocation timeout; a hang (a FIFO read) fails the case
+TIMEOUT = 60.0
+RELEASE_PATH = "/release.json"
+
+
+@functools.cache
+def _image_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="ksu-hostile-images-"))
+
+
+@functools.cache
+def image(version: str) -> bytes:
+    """An ext2 slot image carrying ``version`` (made once per test session)."""
+    require_tool("mkfs.ext2", "debugfs")
+    return demo.make_image(_image_dir(), version, size=IMAGE_BYTES)
+
+
+def release_doc(version: str, raw: bytes, name: str) -> tuple[dict[str, Any], bytes]:
+    """A release document for ``raw`` served gzip-compressed as ``name``, and the served bytes."""
+    served = gzip.compress(raw, compresslevel=1, mtime=0)
+    doc = {
+        "schema": 1,
+        "version": version,
+        "image": {
+            "url": name,
+            "sha256": hashlib.sha256(served).hexdigest(),
+            "size": len(served),
+            "compression": "gzip",
+            "raw_size": len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(),
+        },
+    }
+    return doc, served
+
+
+@attrs.frozen(kw_only=True)
+class Result:
+    """One CLI run."""
+
+    argv: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def error_lines(self) -> list[str]:
+        """The ``kubesolo-update: error:`` lines of stderr."""
+        return [line for line in self.stderr.splitlines() if "kubesolo-update: error:" in line]
+
+    def __str__(self) -> str:
+        return (
+            f"$ kubesolo-update {' '.join(self.argv)}\nexit {self.code} "
+            f"after {self.seconds:.1f}s\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Snapshot:
+    """What the checker compares before and after a run."""
+
+    slots: dict[Slot, str]
+    grubenv: bytes | None
+    state: bytes | None
+    booted: Slot
+    committed: Slot
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(functools.partial(fh.read, 1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _regular_bytes(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (never opens a FIFO), else None."""
+    try:
+        if not path.is_file():
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+@attrs.define
+class HostileBox:
+    """A sandboxed box the CLI is pointed at (see the module docstring)."""
+
+    root: Path
+    sandbox: demo.Sandbox
+    server: FaultServer
+    #: global options as update.conf keys -> text; None = the option is left out
+    flags: dict[str, str | None]
+    #: extra environment variables for the run (KUBESOLO_UPDATE_*)
+    env: dict[str, str]
+    #: raw SHA-256 -> raw size of every image published (to prove a staged slot)
+    published: dict[str, int] = attrs.field(factory=dict)
+
+    # ------------------------------------------------------------------ making one
+
+    @classmethod
+    def create(cls, root: Path, server: FaultServer) -> HostileBox:
+        """A box on ``root`` (A 1.0.0 booted and committed, B 0.9.0), 1.1.0 published."""
+        sandbox = demo.Sandbox(root)
+        for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "0.9.0")):
+            with sandbox.slot(slot).open("wb") as f:
+                f.truncate(SLOT_BYTES)
+                f.write(image(version))
+        PythonBackend(sandbox.grubenv).set(
+            {"active_slot": "A", "boot_counter": "3", "boot_success": "1"}
+        )
+        sandbox.boot()
+        (root / "data").mkdir()
+        (root / "update.conf").write_text("# hostile box: empty on purpose\n")
+        box = cls(
+            root=root,
+            sandbox=sandbox,
+            server=server,
+            flags={
+                "config": str(root / "update.conf"),
+                "state": str(root / "var" / "state.json"),
+                "server": server.url(RELEASE_PATH),
+                "bootloader": "grub",
+                "grubenv": str(sandbox.grubenv),
+                "slot_a": str(sandbox.slot(Slot.A)),
+                "slot_b": str(sandbox.slot(Slot.B)),
+                "cmdline": str(sandbox.cmdline),
+                "kubeconfig": str(root / "no-kubeconfig"),
+                "node_name": "hostile-node",
+                "containerd_socket": str(root / "no-containerd.sock"),
+                "data_dir": str(root / "data"),
+            },
+            env={
+                "KUBESOLO_UPDATE_BOOT_ID": str(sandbox.boot_id),
+                "KUBESOLO_UPDATE_SETTLE_TIMEOUT": "0",
+                "KUBESOLO_UPDATE_LOG_FORMAT": "json",
+            },
+        )
+        box.publish("1.1.0")
+        return box
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def state(self) -> Path:
+        """state.json (as the ``state`` flag names it)."""
+        return Path(self.flags["state"] or self.root / "var" / "state.json")
+
+    @property
+    def grubenv(self) -> Path:
+        return self.sandbox.grubenv
+
+    def slot(self, slot: Slot) -> Path:
+        return self.sandbox.slot(slot)
+
+    @property
+    def www(self) -> Path:
+        """A folder for file:// releases (made on first use)."""
+        path = self.root / "www"
+        path.mkdir(exist_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ releases
+
+    def publish(
+        self,
+        version: str,
+        *,
+        mutate: Callable[[dict[str, Any]], object] | None = None,
+        raw: bytes | None = None,
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """Serve a release of ``version`` at /release.json; ``mutate`` may spoil the document."""
+        name = name or f"kubesolo-os-{version}-amd64.img.gz"
+        raw = image(version) if raw is None else raw
+        doc, served = release_doc(version, raw, name)
+        self.published[hashlib.sha256(raw).hexdigest()] = len(raw)
+        self.server.publish("/" + name, served)
+        if mutate is not None:
+            mutate(doc)
+        self.server.publish(RELEASE_PATH, json.dumps(doc).encode())
+        return doc
+
+    def publish_raw(self, body: bytes, path: str = RELEASE_PATH) -> None:
+        """Serve ``body`` verbatim at ``path``."""
+        self.server.publish(path, body)
+
+    def write_state(self, state: UpdateState | str | bytes) -> None:
+        """Put a state file in place (a state value, or raw text/bytes)."""
+        from kubesolo_core.codec import dumps_state
+
+        data = dumps_state(state) if isinstance(state, UpdateState) else state
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        self.state.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    # ------------------------------------------------------------------ running
+
+    def argv(self, *command: str) -> list[str]:
+        """The global options of the box followed by ``command``."""
+        args: list[str] = []
+        for key, value in self.flags.items():
+            if value is not None:
+                args += ["--" + key.replace("_", "-"), value]
+        return [*args, *command]
+
+    def run(self, *command: str, timeout: float = TIMEOUT) -> Result:
+        """Run ``kubesolo-update <global options> <command>`` as a subprocess."""
+        argv = self.argv(*command)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin",
+            "HOME": str(self.root),
+            "LANG": "C.UTF-8",
+            **self.env,
+        }
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "kubesolo_entrypoints", *argv],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+                env=env,
+                cwd=self.root,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"kubesolo-update {' '.join(command)} hung: no exit within {timeout:g}s "
+                f"(stderr so far: {exc.stderr!r})"
+            ) from None
+        return Result(
+            argv=tuple(argv),
+            code=proc.returncode,
+            stdout=proc.stdout,
+            stderr=proc.stderr,
+            seconds=time.monotonic() - start,
+        )
+
+    # ------------------------------------------------------------------ observing
+
+    def booted(self) -> Slot:
+        from kubesolo_adapters.bootfacts import slot_from_cmdline
+
+        return slot_from_cmdline(self.sandbox.cmdline.read_text()) or Slot.A
+
+    def committed(self) -> Slot:
+        env = PythonBackend(self.grubenv).read() if self.grubenv.is_file() else {}
+        return Slot.B if env.get("active_slot") == "B" else Slot.A
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            slots={s: _sha(self.slot(s)) for s in Slot if self.slot(s).is_file()},
+            grubenv=_regular_bytes(self.grubenv),
+            state=_regular_bytes(self.state),
+            booted=self.booted(),
+            committed=self.committed(),
+        )
+
+    def load_state(self) -> UpdateState | None:
+        data = _regular_bytes(self.state)
+        return None if data is None else loads_state(data, source=str(self.state))
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+def check(
+    box: HostileBox,
+    command: list[str] | tuple[str, ...],
+    *,
+    code: int,
+    culprit: str | tuple[str, ...] = (),
+    phase: Phase | None = None,
+    env_intact: bool = True,
+    state_intact: bool = False,
+    state_checked: bool = True,
+    timeout: float = TIMEOUT,
+) -> Result:
+    """Run ``command`` in ``box`` and assert the whole outcome (module docstring).
+
+    ``culprit``: substrings the error line must contain (a key, a field, a
+    path). ``phase``: the phase state.json must be in afterwards (None: any
+    phase that is not ``checking``/``downloading``). ``env_intact``: the GRUB
+    env file must be byte-identical. ``state_intact``: state.json must be
+    byte-identical (the input was refused before any state change).
+    ``state_checked=False`` when state.json itself is the hostile input.
+    Returns the :class:`Result` for extra assertions.
+    """
+    before = box.snapshot()
+    result = box.run(*command, timeout=timeout)
+    after = box.snapshot()
+    both = result.stdout + result.stderr
+    assert result.code == code, f"exit {result.code}, expected {code}\n{result}"
+    assert "Traceback" not in both, f"a traceback\n{result}"
+    assert "internal error" not in both, f"an unexpected exception\n{result}"
+    culprits = (culprit,) if isinstance(culprit, str) else culprit
+    if code != 0:
+        lines = result.error_lines
+        assert len(lines) == 1, f"expected one error line, got {len(lines)}\n{result}"
+        for name in culprits:
+            assert name in lines[0], f"the error line does not name {name!r}\n{result}"
+    else:
+        for name in culprits:
+            assert name in both, f"the output does not name {name!r}\n{result}"
+    # the running system: booted and committed slots byte-identical
+    for slot in {before.booted, before.committed}:
+        if slot in before.slots:
+            assert after.slots.get(slot) == before.slots[slot], (
+                f"slot {slot.value} (booted {before.booted.value}, committed "
+                f"{before.committed.value}) was written\n{result}"
+            )
+    if env_intact:
+        assert after.grubenv == before.grubenv, f"the GRUB env changed\n{result}"
+    if state_intact:
+        assert after.state == before.state, f"state.json changed\n{result}"
+    if state_checked and after.state is not None:
+        state = loads_state(after.state, source=str(box.state))  # must load
+        assert state.phase not in WORKING, (
+            f"state.json claims work in progress ({state.phase.value}) after the run\n{result}"
+        )
+        if phase is not None:
+            assert state.phase is phase, f"phase {state.phase.value}, expected {phase.value}"
+        if state.phase is Phase.STAGED and state.target_slot is not None:
+            size = box.published.get(state.image_sha256 or "", 0)
+            with box.slot(state.target_slot).open("rb") as fh:
+                head = fh.read(size)
+            assert size and hashlib.sha256(head).hexdigest() == state.image_sha256, (
+                f"staged, but slot {state.target_slot.value} does not hold the image\n{result}"
+            )
+    elif phase is not None and phase is not Phase.IDLE:
+        raise AssertionError(f"no state.json, expected phase {phase.value}\n{result}")
+    return result
+
+
+@contextlib.contextmanager
+def hostile_box(root: Path) -> Iterator[HostileBox]:
+    """A :class:`HostileBox` on ``root`` with its server; stops the server at the end."""
+    with FaultServer() as server:
+        yield HostileBox.create(root, server)
