@@ -40,6 +40,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -114,8 +115,9 @@ class Result:
         return [line for line in self.stderr.splitlines() if "kubesolo-update: error:" in line]
 
     def __str__(self) -> str:
+        shown = " ".join(a if len(a) <= 200 else a[:200] + "..." for a in self.argv)
         return (
-            f"$ kubesolo-update {' '.join(self.argv)}\nexit {self.code} "
+            f"$ kubesolo-update {shown}\nexit {self.code} "
             f"after {self.seconds:.1f}s\n--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
         )
 
@@ -147,6 +149,19 @@ def _regular_bytes(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
+
+
+def _fingerprint(path: Path) -> tuple[str, bytes | int | None]:
+    """What a file is: ("file", its bytes), ("fifo", inode), ("missing", None)..."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return ("missing", None)
+    if stat.S_ISREG(st.st_mode):
+        return ("file", path.read_bytes())
+    if stat.S_ISLNK(st.st_mode):
+        return ("link", str(path.readlink()).encode())
+    return (stat.filemode(st.st_mode)[0], st.st_ino)
 
 
 @attrs.define
@@ -309,10 +324,14 @@ class HostileBox:
     def booted(self) -> Slot:
         from kubesolo_adapters.bootfacts import slot_from_cmdline
 
-        return slot_from_cmdline(self.sandbox.cmdline.read_text()) or Slot.A
+        data = _regular_bytes(self.sandbox.cmdline)
+        return (slot_from_cmdline(data.decode()) if data else None) or Slot.A
 
     def committed(self) -> Slot:
-        env = PythonBackend(self.grubenv).read() if self.grubenv.is_file() else {}
+        try:
+            env = PythonBackend(self.grubenv).read() if self.grubenv.is_file() else {}
+        except Exception:  # a case spoiled the env block on purpose: GRUB reads that as A
+            env = {}
         return Slot.B if env.get("active_slot") == "B" else Slot.A
 
     def snapshot(self) -> Snapshot:
@@ -342,6 +361,7 @@ def check(
     env_intact: bool = True,
     state_intact: bool = False,
     state_checked: bool = True,
+    intact: tuple[Path, ...] = (),
     timeout: float = TIMEOUT,
 ) -> Result:
     """Run ``command`` in ``box`` and assert the whole outcome (module docstring).
@@ -352,9 +372,12 @@ def check(
     env file must be byte-identical. ``state_intact``: state.json must be
     byte-identical (the input was refused before any state change).
     ``state_checked=False`` when state.json itself is the hostile input.
+    ``intact``: more files that must be left exactly as they were (content for
+    a regular file, kind for anything else: a FIFO must still be a FIFO).
     Returns the :class:`Result` for extra assertions.
     """
     before = box.snapshot()
+    watched = {path: _fingerprint(path) for path in intact}
     result = box.run(*command, timeout=timeout)
     after = box.snapshot()
     both = result.stdout + result.stderr
@@ -381,6 +404,8 @@ def check(
         assert after.grubenv == before.grubenv, f"the GRUB env changed\n{result}"
     if state_intact:
         assert after.state == before.state, f"state.json changed\n{result}"
+    for path, print_before in watched.items():
+        assert _fingerprint(path) == print_before, f"{path} changed\n{result}"
     if state_checked and after.state is not None:
         state = loads_state(after.state, source=str(box.state))  # must load
         assert state.phase not in WORKING, (
@@ -405,3 +430,85 @@ def hostile_box(root: Path) -> Iterator[HostileBox]:
     """A :class:`HostileBox` on ``root`` with its server; stops the server at the end."""
     with FaultServer() as server:
         yield HostileBox.create(root, server)
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+
+#: cases that passed, per family (printed at the end of the run by tests/conftest.py)
+TALLY: dict[str, int] = {}
+
+
+@attrs.frozen(kw_only=True)
+class Case:
+    """One named hostile input and the exact outcome expected (see :func:`check`)."""
+
+    family: str
+    name: str
+    command: tuple[str, ...]
+    code: int
+    culprit: tuple[str, ...] = ()
+    #: spoils the box before the run; may return more paths that must stay intact
+    prepare: Callable[[HostileBox], object] | None = None
+    phase: Phase | None = None
+    env_intact: bool = True
+    state_intact: bool = False
+    state_checked: bool = True
+    timeout: float = TIMEOUT
+    #: a bound on the run's wall time (a refusal must not wait on the network)
+    max_seconds: float | None = None
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+def case(
+    family: str,
+    name: str,
+    command: str | tuple[str, ...],
+    code: int,
+    culprit: str | tuple[str, ...] = (),
+    **rest: Any,
+) -> Case:
+    """A :class:`Case` (``command`` and ``culprit`` may be one string)."""
+    return Case(
+        family=family,
+        name=name,
+        command=(command,) if isinstance(command, str) else tuple(command),
+        code=code,
+        culprit=(culprit,) if isinstance(culprit, str) else tuple(culprit),
+        **rest,
+    )
+
+
+def run_case(box: HostileBox, spec: Case) -> Result:
+    """Prepare ``box`` as ``spec`` says, run it through :func:`check`, count it."""
+    extra = spec.prepare(box) if spec.prepare is not None else None
+    paths = tuple(extra) if isinstance(extra, list | tuple) else ()
+    culprit = tuple(c.format(root=box.root, state=box.state) for c in spec.culprit)
+    result = check(
+        box,
+        list(spec.command),
+        code=spec.code,
+        culprit=culprit,
+        phase=spec.phase,
+        env_intact=spec.env_intact,
+        state_intact=spec.state_intact,
+        state_checked=spec.state_checked,
+        intact=paths,
+        timeout=spec.timeout,
+    )
+    if spec.max_seconds is not None:
+        assert result.seconds <= spec.max_seconds, (
+            f"took {result.seconds:.1f}s (at most {spec.max_seconds:g}s)\n{result}"
+        )
+    TALLY[spec.family] = TALLY.get(spec.family, 0) + 1
+    return result
+
+
+def fifo(path: Path) -> Path:
+    """A named pipe at ``path`` (nobody ever writes to it: reading it blocks forever)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
