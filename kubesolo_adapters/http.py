@@ -21,12 +21,18 @@ What a box on a bad link can expect:
   the fly (:func:`kubesolo_adapters.streams.hashed`), and https is verified
   against the system's CA store by default (or a CA bundle file given as
   ``verify``);
-* ``file://`` URLs and plain paths read air-gapped media, streamed too.
+* ``file://`` URLs and plain paths read air-gapped media, streamed too;
+  only regular files are opened (a FIFO or a device is refused, never read);
+* every URL is checked with :func:`kubesolo_core.urls.check_url` before
+  urllib or httpx sees it, and an image URL, once resolved against its
+  document, must keep the document's scheme (or go from http to https): a
+  document from a server never makes the agent read a local file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import re
 import ssl
@@ -34,16 +40,17 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import NoReturn
 
 import attrs
 import httpx
 
+from kubesolo_adapters.inputs import InputTooLarge, open_input, read_input
 from kubesolo_adapters.streams import hashed
-from kubesolo_core.errors import FetchError
+from kubesolo_core.errors import FetchError, InvalidRelease, InvalidUrl
 from kubesolo_core.ports import Progress
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import IMAGE_SCHEMES, ImageSpec
+from kubesolo_core.urls import check_image_url, check_url, scheme_of
 
 __all__ = ["RELEASE_LIMIT", "HttpFetcher"]
 
@@ -99,6 +106,8 @@ def _is_cert_failure(exc: BaseException) -> bool:
 
 def _local_path(url: str) -> str | None:
     """The file system path of a file:// URL or a plain path; None for other schemes."""
+    if scheme_of(url) is not None:
+        check_url(url, schemes=IMAGE_SCHEMES)  # InvalidUrl: urllib must never see a bad one
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "":
         return url
@@ -179,15 +188,13 @@ class HttpFetcher:
         path = _local_path(url)
         if path is not None:
             try:
-                with Path(path).open("rb") as fh:
-                    data = fh.read(RELEASE_LIMIT + 1)
-            except OSError as exc:
-                raise FetchError(f"{url}: {exc.strerror or exc}") from None
-            if len(data) > RELEASE_LIMIT:
+                return read_input(path, limit=RELEASE_LIMIT)
+            except InputTooLarge:
                 raise FetchError(
                     f"{url}: bigger than {RELEASE_LIMIT} bytes: not a release document"
-                )
-            return data
+                ) from None
+            except OSError as exc:
+                raise FetchError(f"{url}: {exc.strerror or exc}") from None
         _check_scheme(url)
         with self._client() as client:
             dl = _Download(fetcher=self, client=client, url=url, size=RELEASE_LIMIT)
@@ -218,7 +225,18 @@ class HttpFetcher:
         ``image.size`` bytes and raises FetchError at its end unless size and
         SHA-256 are the release's.
         """
-        url = urllib.parse.urljoin(release_url, image.url)
+        try:
+            check_url(image.url, schemes=IMAGE_SCHEMES, relative=True)
+            if scheme_of(release_url) is not None:
+                check_url(release_url, schemes=IMAGE_SCHEMES)
+            url = urllib.parse.urljoin(release_url, image.url)
+            check_url(url, schemes=IMAGE_SCHEMES)
+            check_image_url(release_url, url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url {image.url[:80]!r}: {exc.message}",
+                way_out=exc.way_out,
+            ) from None
         path = _local_path(url)
         if path is not None:
             chunks = self._file_chunks(url, path, image, progress)
@@ -238,10 +256,10 @@ class HttpFetcher:
         self, url: str, path: str, image: ImageSpec, progress: Progress | None
     ) -> Iterator[bytes]:
         try:
-            fh = Path(path).open("rb")  # noqa: SIM115  (closed by the generator below)
+            fh = open_input(path)
+            size = os.fstat(fh.fileno()).st_size
         except OSError as exc:
             raise FetchError(f"{url}: {exc.strerror or exc}") from None
-        size = Path(path).stat().st_size
         if size != image.size:
             fh.close()
             raise FetchError(

@@ -17,6 +17,8 @@ from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
     HealthCheckFailed,
     InvalidOperation,
+    InvalidRelease,
+    InvalidUrl,
     KubesoloError,
     OperationFailed,
     PreflightRefused,
@@ -45,6 +47,7 @@ from kubesolo_core.ports import (
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
 from kubesolo_core.release import Release, parse_release
 from kubesolo_core.slots import Slot
+from kubesolo_core.urls import check_image_url
 from kubesolo_core.versions import Version
 
 #: what happens on each event worth a log line: (event, fields)
@@ -147,7 +150,14 @@ class Agent:
             raise InvalidOperation(
                 "no release server configured", way_out="--server URL or server= in update.conf"
             )
-        return parse_release(self.fetcher.fetch_release(self.server))
+        release = parse_release(self.fetcher.fetch_release(self.server))
+        try:
+            check_image_url(self.server, release.image.url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url: {exc.message}", way_out=exc.way_out
+            ) from None
+        return release
 
     def _booted_or_committed(self, view: BootView) -> Slot:
         booted = self.boot_env.booted_slot()
@@ -167,6 +177,19 @@ class Agent:
         self.store.save(state)
         self.events("update.phase", phase=state.phase.value, to_version=state.to_version)
         return state
+
+    def _abandon(self, state: UpdateState, exc: BaseException) -> None:
+        """Record a failed attempt after ``exc``; a failure to save is logged, not raised."""
+        if isinstance(exc, KubesoloError):
+            reason = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (KeyboardInterrupt) before the image was verified"
+        else:
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+        try:
+            self._save(transition(state, Phase.FAILED, self.clock.now(), error=reason[:2000]))
+        except Exception as err:  # the disk that failed the write may fail this too
+            self.events("update.state_not_saved", phase=state.phase.value, error=str(err))
 
     def _reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
         state = self.store.load()
@@ -264,8 +287,12 @@ class Agent:
                 target_slot=target,
             )
         )
-        state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
+        # From here to the end, any exception at all (a library's own, a bug,
+        # Ctrl-C, a failed save) ends the attempt as failed: state.json must
+        # never claim a download nobody is doing. (A power cut writes nothing
+        # more; the next run restarts the attempt from checking/downloading.)
         try:
+            state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
             chunks = self.fetcher.open_image(self.server, release.image)
@@ -275,12 +302,12 @@ class Agent:
                     f"slot {target.value} reads back {result.raw_sha256}, "
                     f"expected {release.image.raw_sha256}"
                 )
-        except OperationFailed as exc:
-            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            state = self._save(
+                transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
+            )
+        except BaseException as exc:
+            self._abandon(state, exc)
             raise
-        state = self._save(
-            transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
-        )
         return ApplyResult(
             state=state,
             changed=True,

@@ -86,6 +86,15 @@ def handled(fn: F) -> F:
             where = f" ({exc.filename})" if exc.filename else ""
             _say(f"kubesolo-update: error: {exc.strerror or exc}{where}")
             raise typer.Exit(int(ExitCode.FAILED)) from None
+        except Exception as exc:
+            # Not an error the agent raises on purpose: a bug. Still one line on
+            # an operator's screen (never a traceback), and the state was saved
+            # as failed by the operation before this (services.Agent.apply).
+            _say(
+                f"kubesolo-update: error: internal error: {type(exc).__name__}: "
+                f"{str(exc)[:300]} (a bug in kubesolo-update: please report it)"
+            )
+            raise typer.Exit(int(ExitCode.FAILED)) from None
 
     return wrapper  # type: ignore[return-value]
 
