@@ -56,6 +56,7 @@ from pathlib import Path
 
 import attrs
 
+from kubesolo_adapters.inputs import open_input
 from kubesolo_adapters.streams import raw_chunks, tapped
 from kubesolo_core.errors import SlotError, VerifyError
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
@@ -366,7 +367,8 @@ class BlockSlotStore:
             if proc.returncode != 0:
                 return None
             try:
-                with (Path(mnt) / "version").open("rb") as fh:
+                # an image's /version may be a FIFO or a device: never block on it
+                with open_input(Path(mnt) / "version") as fh:
                     return fh.read(_VERSION_LIMIT + 1)
             except OSError:
                 return None

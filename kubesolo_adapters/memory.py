@@ -29,7 +29,7 @@ import attrs
 
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
 from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
-from kubesolo_core.codec import dumps_state, loads_state
+from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import BLOCK_LABEL, PodInfo, ProbeResult, Unavailable
@@ -136,6 +136,9 @@ class MemoryStateStore:
         try:
             return loads_state(self.text, source="memory:state.json")
         except CorruptState as exc:
+            if not looks_like_state(self.text):  # as the real store: never move a foreign file
+                exc.message += " (left in place: not a state file)"
+                raise
             self.set_aside.append(self.text)
             self.text = None
             exc.message += " (set aside; the next run starts from idle)"

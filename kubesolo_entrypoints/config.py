@@ -15,6 +15,15 @@ the file can also be sourced by a shell. An empty value resets an optional
 key (``kubeconfig=``) to "unset". A missing default file is fine (all
 defaults); a missing file named with ``--config`` is an error.
 
+Lines end at ``\n`` only (a ``\r\n`` file is fine): a carriage return, a
+vertical tab or a Unicode line separator inside a line is not a line break
+here, as it is not for the shell, so it cannot smuggle a second key into the
+file; it is a control character, and no value of any source (file,
+variable, flag, cloud-init, library mapping) may hold one. The writer
+(:func:`conf_line`, used by ``config show`` and cloud-init) quotes where the
+reader would otherwise strip, and refuses what it cannot write so that the
+reader reads back exactly what was written.
+
 Every mistake is a :class:`~kubesolo_core.errors.ConfigError` whose message
 names the key and where it came from (file and line, variable, or flag) and
 says how to fix it; the CLI turns it into exit code 2 and one line.
@@ -23,20 +32,30 @@ says how to fix it; the CLI turns it into exit code 2 and one line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from kubesolo_core.errors import ConfigError
+from kubesolo_core.errors import ConfigError, KubesoloError
+from kubesolo_core.urls import check_url
 
 DEFAULT_CONFIG = Path("/etc/kubesolo/update.conf")
 ENV_PREFIX = "KUBESOLO_UPDATE_"
 BOOTLOADERS = ("grub", "tryboot", "auto")
 GRUBENV_BACKENDS = ("python", "grub-editenv")
 LOG_FORMATS = ("auto", "console", "json")
-URL_SCHEMES = ("https://", "http://", "file://")
+#: where the release document may come from; the health probe is http(s) only
+SERVER_SCHEMES = ("https", "http", "file")
+PROBE_SCHEMES = ("http", "https")
+#: no value of any key is longer (a path is at most PATH_MAX)
+MAX_VALUE = 4096
+#: update.conf is a few hundred bytes; anything this big is not one
+MAX_CONF_BYTES = 1 << 20
+#: whole numbers (counts) have at most this many digits
+MAX_DIGITS = 9
 
 
 def _default_node_name() -> str:
@@ -76,6 +95,30 @@ class Settings:
 # --------------------------------------------------------------------------- value parsers
 
 
+def _shown(value: str, limit: int = 40) -> str:
+    """``value`` for an error line: repr'd and cut short (a 5000-digit value stays one line)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+#: characters that end a line for str.splitlines() but are no line break in update.conf
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def check_text(value: str) -> str:
+    """Refuse control characters, line breaks of any kind and overlong values; return ``value``."""
+    if len(value) > MAX_VALUE:
+        raise ValueError(f"{_shown(value)} is longer than {MAX_VALUE} characters")
+    for position, char in enumerate(value):
+        if char in _LINE_BREAKS or not (char.isprintable() or char == " "):
+            raise ValueError(
+                f"control character U+{ord(char):04X} at position {position}: "
+                "a value is one line of printable text"
+            )
+    return value
+
+
 def _path(value: str) -> Path:
     if not value.strip():
         raise ValueError("a path is required")
@@ -86,15 +129,17 @@ def _optional_path(value: str) -> Path | None:
     return Path(value.strip()) if value.strip() else None
 
 
-def _url(value: str) -> str:
-    text = value.strip()
-    if not text.startswith(URL_SCHEMES):
-        raise ValueError(f"{value!r} is not an https://, http:// or file:// URL")
-    return text
+def _url_of(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return check_url(text, schemes=schemes)
+        except KubesoloError as exc:
+            raise ValueError(f"{_shown(text, 80)}: {exc}") from None
 
-
-def _optional_url(value: str) -> str | None:
-    return _url(value) if value.strip() else None
+    return parse
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -107,24 +152,28 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+_WHOLE = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+
+
 def _nonneg_int(value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"{number} is negative")
-    return number
+    text = value.strip()
+    if text.startswith("-") and _WHOLE.fullmatch(text[1:]):
+        raise ValueError(f"{_shown(text)} is negative")
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"{_shown(text)} is not a whole number >= 0")
+    if len(text.lstrip("0")) > MAX_DIGITS:
+        raise ValueError(f"{_shown(text)} has more than {MAX_DIGITS} digits")
+    return int(text)
 
 
 def _nonneg_float(value: str) -> float:
-    try:
-        number = float(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} must be a finite number >= 0")
-    return number
+    text = value.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"{_shown(text)} is not a finite number of seconds >= 0 (e.g. 30 or 2.5)")
+    if len(text.lstrip("0").split(".")[0]) > MAX_DIGITS:
+        raise ValueError(f"{_shown(text)} has more than {MAX_DIGITS} digits before the point")
+    return float(text)
 
 
 def slot_spec(value: str) -> str:
@@ -144,10 +193,16 @@ def slot_spec(value: str) -> str:
     return text
 
 
+_NODE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?", re.ASCII)
+
+
 def _node_name(value: str) -> str:
     text = value.strip()
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{value!r} is not a node name")
+    if not _NODE_NAME.fullmatch(text):
+        raise ValueError(
+            f"{_shown(text)} is not a node name (letters, digits, '-', '.', '_'; "
+            "at most 253; no '/')"
+        )
     return text
 
 
@@ -155,7 +210,7 @@ def _node_name(value: str) -> str:
 PARSERS: dict[str, Callable[[str], Any]] = {
     "config": _path,
     "state": _path,
-    "server": _optional_url,
+    "server": _url_of(SERVER_SCHEMES),
     "bootloader": _choice(BOOTLOADERS),
     "grubenv": _path,
     "autoboot": _path,
@@ -166,7 +221,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "node_name": _node_name,
     "containerd_socket": _path,
     "data_dir": _path,
-    "healthcheck_url": _optional_url,
+    "healthcheck_url": _url_of(PROBE_SCHEMES),
     "auto_rollback_after": _nonneg_int,
     "kube_system_settle": _nonneg_float,
     "settle_timeout": _nonneg_float,
@@ -182,7 +237,7 @@ NOT_IN_FILE = frozenset({"config"})
 #: how to fix a bad value, per key (for the error line)
 HINTS: dict[str, str] = {
     "server": "e.g. server=https://updates.example.com/stable/release.json",
-    "healthcheck_url": "e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
+    "healthcheck_url": "an http(s) URL, e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
     "slot_a": "e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
     "slot_b": "e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
     "bootloader": "use grub, tryboot or auto",
@@ -203,7 +258,7 @@ def _unknown(key: str, where: str) -> ConfigError:
 def parse_value(key: str, raw: str, where: str) -> Any:
     """Parse ``raw`` for ``key`` or raise ConfigError naming ``where``."""
     try:
-        return PARSERS[key](raw)
+        return PARSERS[key](check_text(raw))
     except ValueError as exc:
         raise ConfigError(
             f"{where}: bad value for {key}: {exc}", way_out=HINTS.get(key, "fix or remove it")
@@ -219,42 +274,78 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_conf(text: str, source: str) -> dict[str, Any]:
-    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
-    values: dict[str, Any] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
+def conf_pairs(text: str, source: str) -> list[tuple[str, str, str]]:
+    """The ``(key, raw value, where)`` of each setting line of update.conf text, in order.
+
+    Keys are checked; values are unquoted but not parsed. A line ends at
+    ``\n`` only (see the module docstring).
+    """
+    pairs: list[tuple[str, str, str]] = []
+    text = text.removeprefix("\ufeff")  # a BOM some editors write
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")  # noqa: PLW2901  (a CRLF file)
+        stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         where = f"{source}:{number}"
         if "=" not in stripped:
             raise ConfigError(
-                f"{where}: expected key=value, got {stripped!r}", way_out="write it as key=value"
+                f"{where}: expected key=value, got {_shown(stripped)}",
+                way_out="write it as key=value",
             )
         key, _, raw = stripped.partition("=")
-        key = key.strip()
+        key = key.strip(" \t")
         if key.startswith("export "):
-            key = key[len("export ") :].strip()
+            key = key[len("export ") :].strip(" \t")
         if "-" in key and key.replace("-", "_") in PARSERS:
             raise ConfigError(
                 f"{where}: {key!r} is written with dashes",
                 way_out=f"use {key.replace('-', '_')}= (flags use dashes, the file underscores)",
             )
         if key not in PARSERS:
-            raise _unknown(key, where)
+            raise _unknown(key if len(key) <= 40 else key[:40] + "...", where)
         if key in NOT_IN_FILE:
             raise ConfigError(
                 f"{where}: {key}= cannot be set in a config file",
                 way_out="use --config or KUBESOLO_UPDATE_CONFIG",
             )
-        values[key] = parse_value(key, _unquote(raw.strip()), where)
-    return values
+        pairs.append((key, _unquote(raw.strip(" \t")), where))
+    return pairs
+
+
+def parse_conf(text: str, source: str) -> dict[str, Any]:
+    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
+    return {key: parse_value(key, raw, where) for key, raw, where in conf_pairs(text, source)}
+
+
+def conf_line(key: str, value: str, where: str = "update.conf") -> str:
+    """The update.conf line for ``key`` = ``value`` that :func:`conf_pairs` reads back exactly.
+
+    Quotes a value the reader would otherwise change (surrounding blanks, a
+    quoted-looking value); raises ConfigError for what no line can carry
+    (control characters, line breaks).
+    """
+    try:
+        check_text(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: cannot write {key}: {exc}", way_out=HINTS.get(key, "fix the value")
+        ) from None
+    line = f"{key}={value}"
+    if value != value.strip(" \t") or _unquote(value) != value:
+        line = f'{key}="{value}"'
+    read = conf_pairs(line, where)
+    if read != [(key, value, f"{where}:1")]:  # never emit what reads back differently
+        raise ConfigError(f"{where}: {key}={_shown(value)} cannot be written to update.conf")
+    return line
 
 
 def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
     """Read update.conf at ``path``; a missing file is fine unless ``required``."""
+    from kubesolo_adapters.inputs import read_input
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path, limit=MAX_CONF_BYTES, allow_null=True).decode("utf-8")
     except FileNotFoundError:
         if required:
             raise ConfigError(
@@ -266,7 +357,7 @@ def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             f"config file {path} cannot be read: {reason}",
-            way_out="fix its permissions or encoding (UTF-8), or use --config",
+            way_out="point --config / KUBESOLO_UPDATE_CONFIG at a regular UTF-8 file",
         ) from None
     return parse_conf(text, str(path))
 
@@ -317,10 +408,10 @@ def load_settings(
     mapping: dict[str, Any] = {}
     for key, value in (config or {}).items():
         if key not in PARSERS:
-            raise _unknown(key, "configuration mapping")
-        mapping[key] = (
-            parse_value(key, value, "configuration mapping") if isinstance(value, str) else value
-        )
+            raise _unknown(str(key), "configuration mapping")
+        # Typed values (a Path, an int) are checked by the same parser as text.
+        text = "" if value is None else value if isinstance(value, str) else str(value)
+        mapping[key] = parse_value(key, text, f"configuration mapping key {key!r}")
     merged: dict[str, Any] = {**file_values, **mapping, **env, **cli}
     merged["config"] = Path(config_path or DEFAULT_CONFIG)
     if merged.get("slot_a") is not None and merged.get("slot_a") == merged.get("slot_b"):
@@ -341,5 +432,5 @@ def conf_text(settings: Settings) -> str:
         if key in NOT_IN_FILE:
             continue
         value = getattr(settings, key)
-        lines.append(f"{key}={'' if value is None else value}")
+        lines.append(conf_line(key, "" if value is None else str(value), "config show"))
     return "\n".join(lines) + "\n"

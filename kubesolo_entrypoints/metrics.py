@@ -66,10 +66,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _read_state(settings: Settings) -> tuple[UpdateState, bool]:
+    from kubesolo_adapters.inputs import read_input
+    from kubesolo_adapters.statefile import MAX_BYTES
     from kubesolo_core.codec import loads_state
 
     try:
-        text = settings.state.read_text(encoding="utf-8")
+        text = read_input(settings.state, limit=MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         return UpdateState(), True
     except (OSError, UnicodeDecodeError):
