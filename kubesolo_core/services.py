@@ -401,10 +401,21 @@ class Agent:
         interval = max(self.health.poll_interval, 0.1)
         rounds = int(self.health.settle_timeout / interval) + 1
         report = self.probe_health()
-        for _ in range(rounds):
-            if report.healthy or self.clock.monotonic() >= deadline:
+        for number in range(1, rounds + 1):
+            left = deadline - self.clock.monotonic()
+            if report.healthy or left <= 0:
                 break
-            self.clock.sleep(interval)
+            # One event per round: the CLI shows it on a terminal, logs it otherwise,
+            # so a 300 s wait is never silent.
+            failing = report.failures()
+            self.events(
+                "health.waiting",
+                round=number,
+                failing=[c.name for c in failing],
+                reasons={c.name: c.reason for c in failing},
+                seconds_left=round(left),
+            )
+            self.clock.sleep(min(interval, left))
             report = self.probe_health()
         return report
 

@@ -74,12 +74,16 @@ def _fail(error: BaseException) -> typer.Exit:
 
 def handled(fn: F) -> F:
     """Map the agent's errors (and OS errors) to one line and a documented exit code."""
+    import click
+
     from kubesolo_core.errors import KubesoloError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise  # the command's own exit code, or click's usage error
         except KubesoloError as exc:
             raise _fail(exc) from None
         except OSError as exc:
@@ -322,6 +326,43 @@ class _ProgressBar:
             sys.stderr.write("\n")
 
 
+class _SettleDisplay:
+    """On a terminal: the health check's settle wait as one live line on stderr.
+
+    Wraps the agent's event sink: ``health.waiting`` rounds rewrite one line
+    (which checks still fail, why, and the seconds left); every other event
+    goes to the sink as before, after the line is ended.
+    """
+
+    def __init__(self, inner: Callable[..., None]) -> None:
+        self.inner = inner
+        self.showing = False
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if event != "health.waiting":
+            self.close()
+            self.inner(event, **fields)
+            return
+        names = list(fields.get("failing", []))
+        reasons = fields.get("reasons") or {}
+        why = str(reasons.get(names[0], "")) if names else ""
+        if len(why) > 70:
+            why = why[:67] + "..."
+        line = (
+            f"waiting for the node ({fields.get('seconds_left', '?')} s left): "
+            f"{', '.join(names)} failing" + (f" ({names[0]}: {why})" if why else "")
+        )
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self.showing = True
+
+    def close(self) -> None:
+        if self.showing:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.showing = False
+
+
 @app.command()
 @handled
 def apply(
@@ -426,6 +467,11 @@ def healthcheck(
         auto_rollback_after=auto_rollback_after,
         kube_system_settle=kube_system_settle,
     )
+    # The settle wait can last settle_timeout (300 s): say what it waits for,
+    # live on a terminal; off a terminal each round is a log line (health.waiting).
+    display = _SettleDisplay(agent.events) if sys.stderr.isatty() else None
+    if display is not None:
+        agent.events = display
     failed: HealthCheckFailed | None = None
     try:
         outcome = agent.healthcheck()
@@ -433,6 +479,9 @@ def healthcheck(
         if not isinstance(exc.report, HealthOutcome):
             raise
         failed, outcome = exc, exc.report
+    finally:
+        if display is not None:
+            display.close()
     records.write_record(
         records.record_path(run.settings().state, records.HEALTH_FILE),
         {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}},

@@ -285,3 +285,21 @@ def test_any_exception_during_apply_leaves_failed_never_working(
     # and the box can try again
     monkeypatch.undo()
     assert box.agent().apply().state.phase is Phase.STAGED
+
+
+def test_the_settle_wait_says_what_it_waits_for(box: MemoryBox[Any]) -> None:
+    """One 'health.waiting' event per round: the failing checks and the seconds left (issue 8)."""
+    agent = box.agent(HealthSettings(kube_system_settle=30, settle_timeout=120, poll_interval=5))
+    agent.apply()
+    agent.activate()
+    box.reboot()
+    seen: list[dict[str, Any]] = []
+    agent.events = lambda event, **fields: seen.append({"event": event, **fields})
+    agent.healthcheck()
+    rounds = [e for e in seen if e["event"] == "health.waiting"]
+    assert 5 <= len(rounds) <= 8  # 30 s of settling at 5 s a round
+    assert all(r["failing"] == ["kube_system"] for r in rounds)
+    assert "kube_system" in rounds[0]["reasons"]
+    lefts = [r["seconds_left"] for r in rounds]
+    assert lefts == sorted(lefts, reverse=True) and lefts[0] <= 120 and lefts[-1] >= 80
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
