@@ -107,7 +107,10 @@ def _is_cert_failure(exc: BaseException) -> bool:
 def _local_path(url: str) -> str | None:
     """The file system path of a file:// URL or a plain path; None for other schemes."""
     if scheme_of(url) is not None:
-        check_url(url, schemes=IMAGE_SCHEMES)  # InvalidUrl: urllib must never see a bad one
+        try:  # urllib must never see a malformed URL (it raises ValueError)
+            check_url(url, schemes=IMAGE_SCHEMES)
+        except InvalidUrl as exc:
+            raise FetchError(f"{url[:200]}: {exc.message}", way_out=exc.way_out) from None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "":
         return url
@@ -230,7 +233,8 @@ class HttpFetcher:
             if scheme_of(release_url) is not None:
                 check_url(release_url, schemes=IMAGE_SCHEMES)
             url = urllib.parse.urljoin(release_url, image.url)
-            check_url(url, schemes=IMAGE_SCHEMES)
+            if scheme_of(url) is not None:  # else a plain path next to a local document
+                check_url(url, schemes=IMAGE_SCHEMES)
             check_image_url(release_url, url)
         except InvalidUrl as exc:
             raise InvalidRelease(

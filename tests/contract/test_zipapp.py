@@ -73,3 +73,16 @@ def test_the_archive_is_self_contained(pyz: Path) -> None:
     proc = run(pyz, "--slot-a", "UUID=x", "status")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "--slot-a" in proc.stderr
+
+
+def test_cloud_init_from_the_zipapp(pyz: Path, tmp_path: Path) -> None:
+    """PyYAML travels in the archive (its pure-Python part: the C accelerator is left out)."""
+    userdata = tmp_path / "user-data"
+    userdata.write_text(
+        "#cloud-config\nx: &s\n  server: https://u.example/r.json\nupdates:\n  <<: *s\n"
+        "  auto_rollback_after: 2\n"
+    )
+    proc = run(pyz, "config", "from-cloud-init", str(userdata))
+    assert proc.returncode == 0, proc.stderr
+    assert "server=https://u.example/r.json" in proc.stdout
+    assert "auto_rollback_after=2" in proc.stdout
