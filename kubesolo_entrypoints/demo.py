@@ -98,11 +98,11 @@ def make_image(workdir: Path, version: str, size: int = IMAGE_BYTES) -> bytes:
     return data
 
 
-def publish(www: Path, version: str, raw: bytes) -> None:
-    """Write ``release.json`` and the gzip image for ``version`` into ``www``."""
-    served = gzip.compress(raw, compresslevel=6, mtime=0)
-    name = f"kubesolo-os-{version}-amd64.img.gz"
-    (www / name).write_bytes(served)
+def release_doc(
+    version: str, raw: bytes, name: str, *, level: int = 6
+) -> tuple[dict[str, Any], bytes]:
+    """The release document for ``raw`` served gzip-compressed as ``name``, and the bytes served."""
+    served = gzip.compress(raw, compresslevel=level, mtime=0)
     doc = {
         "schema": 1,
         "version": version,
@@ -115,6 +115,14 @@ def publish(www: Path, version: str, raw: bytes) -> None:
             "raw_sha256": hashlib.sha256(raw).hexdigest(),
         },
     }
+    return doc, served
+
+
+def publish(www: Path, version: str, raw: bytes) -> None:
+    """Write ``release.json`` and the gzip image for ``version`` into ``www``."""
+    name = f"kubesolo-os-{version}-amd64.img.gz"
+    doc, served = release_doc(version, raw, name)
+    (www / name).write_bytes(served)
     (www / "release.json").write_text(json.dumps(doc, indent=2) + "\n")
 
 

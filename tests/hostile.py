@@ -26,17 +26,30 @@ Kubernetes (a kubeconfig path that does not exist: the checks are
 
 API (for the slot-path family too)::
 
-    box = HostileBox.create(tmp_path)          # or the ``hostile_box`` fixture
-    box.flags["slot_b"] = "./slot-A.img"       # any global option, None = left out
-    box.env["KUBESOLO_UPDATE_SERVER"] = "..."  # extra environment variables
-    check(box, ["apply"], code=2, culprit="slot_b")
+    def test_x(hostile: HostileBox) -> None:       # fixture in tests/contract/conftest.py
+        hostile.flags["slot_b"] = "./slot-A.img"   # any global option; None = left out
+        hostile.env["KUBESOLO_UPDATE_X"] = "..."   # extra environment variables
+        check(hostile, ["apply"], code=2, culprit=("slot_b", "slot-A.img"))
+
+    # or a named catalogue case, counted per family in the terminal summary:
+    CASES = [case("slot paths", "symlink-to-booted", "apply", 2, ("--slot-b",),
+                  prepare=lambda box: ..., state_intact=True)]
+    @pytest.mark.parametrize("spec", CASES, ids=lambda c: c.id)
+    def test_slot_paths(hostile: HostileBox, spec: Case) -> None:
+        run_case(hostile, spec)
+
+``check`` options: ``phase`` (the phase state.json must end in),
+``env_intact`` (default True), ``state_intact`` (byte-identical state.json),
+``state_checked=False`` (state.json is itself the hostile input),
+``intact=(paths...)`` (more files that must not change, or stay FIFOs),
+``timeout``. A ``prepare`` callable may return a list of such paths.
+Culprit strings may use ``{root}`` and ``{state}``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import hashlib
 import json
 import os
@@ -79,24 +92,6 @@ def image(version: str) -> bytes:
     """An ext2 slot image carrying ``version`` (made once per test session)."""
     require_tool("mkfs.ext2", "debugfs")
     return demo.make_image(_image_dir(), version, size=IMAGE_BYTES)
-
-
-def release_doc(version: str, raw: bytes, name: str) -> tuple[dict[str, Any], bytes]:
-    """A release document for ``raw`` served gzip-compressed as ``name``, and the served bytes."""
-    served = gzip.compress(raw, compresslevel=1, mtime=0)
-    doc = {
-        "schema": 1,
-        "version": version,
-        "image": {
-            "url": name,
-            "sha256": hashlib.sha256(served).hexdigest(),
-            "size": len(served),
-            "compression": "gzip",
-            "raw_size": len(raw),
-            "raw_sha256": hashlib.sha256(raw).hexdigest(),
-        },
-    }
-    return doc, served
 
 
 @attrs.frozen(kw_only=True)
@@ -255,7 +250,7 @@ class HostileBox:
         """Serve a release of ``version`` at /release.json; ``mutate`` may spoil the document."""
         name = name or f"kubesolo-os-{version}-amd64.img.gz"
         raw = image(version) if raw is None else raw
-        doc, served = release_doc(version, raw, name)
+        doc, served = demo.release_doc(version, raw, name, level=1)
         self.published[hashlib.sha256(raw).hexdigest()] = len(raw)
         self.server.publish("/" + name, served)
         if mutate is not None:

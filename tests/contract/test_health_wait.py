@@ -10,29 +10,26 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot
-from tests.hostile import HostileBox, check, hostile_box
+from tests.hostile import HostileBox, check
 
 UNHEALTHY = 4
 
 
 @pytest.fixture
-def trial(tmp_path: Path) -> Iterator[HostileBox]:
+def trial(hostile: HostileBox) -> HostileBox:
     """A box in the trial boot of 1.1.0 on slot B; its node never gets healthy (no cluster)."""
-    with hostile_box(tmp_path) as box:
-        check(box, ["apply"], code=0, phase=Phase.STAGED)
-        check(box, ["activate"], code=0, phase=Phase.ACTIVATED, env_intact=False)
-        slot, _ = box.sandbox.boot()
-        assert slot is Slot.B
-        box.env["KUBESOLO_UPDATE_SETTLE_TIMEOUT"] = "2"  # 0.5 s rounds (kube_system_settle 0)
-        box.env["KUBESOLO_UPDATE_KUBE_SYSTEM_SETTLE"] = "0"
-        yield box
+    check(hostile, ["apply"], code=0, phase=Phase.STAGED)
+    check(hostile, ["activate"], code=0, phase=Phase.ACTIVATED, env_intact=False)
+    slot, _ = hostile.sandbox.boot()
+    assert slot is Slot.B
+    hostile.env["KUBESOLO_UPDATE_SETTLE_TIMEOUT"] = "2"  # 0.5 s rounds (kube_system_settle 0)
+    hostile.env["KUBESOLO_UPDATE_KUBE_SYSTEM_SETTLE"] = "0"
+    return hostile
 
 
 def test_off_a_terminal_each_round_is_one_structured_log_line(trial: HostileBox) -> None:

@@ -10,21 +10,14 @@ running slot and the GRUB env byte-identical.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from kubesolo_core.lifecycle import Phase
-from tests.hostile import Case, HostileBox, case, fifo, hostile_box, run_case
+from tests.hostile import Case, HostileBox, case, fifo, run_case
 
 USAGE, FAILED, CORRUPT = 2, 1, 5
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[HostileBox]:
-    with hostile_box(tmp_path) as b:
-        yield b
 
 
 def _flag(key: str, value: str | None):  # type: ignore[no-untyped-def]
@@ -100,8 +93,8 @@ FLAG_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", FLAG_CASES, ids=lambda c: c.id)
-def test_flags_and_environment(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_flags_and_environment(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
 
 
 # --------------------------------------------------------------------------- update.conf
@@ -176,8 +169,8 @@ CONF_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", CONF_CASES, ids=lambda c: c.id)
-def test_update_conf(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_update_conf(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
 
 
 # --------------------------------------------------------------------------- cloud-init
@@ -267,15 +260,15 @@ CLOUD_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", CLOUD_CASES, ids=lambda c: c.id)
-def test_cloud_init(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
-    assert not (box.root / "pwned").exists()
+def test_cloud_init(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
+    assert not (hostile.root / "pwned").exists()
 
 
-def test_cloud_init_real_cloud_config_round_trips(box: HostileBox) -> None:
+def test_cloud_init_real_cloud_config_round_trips(hostile: HostileBox) -> None:
     """A real #cloud-config (anchors, merge keys, block scalars, lists) gives exactly its keys."""
     spec = _cloud("real-cloud-config", REAL_CLOUD_CONFIG, 0, ("server=",))
-    result = run_case(box, spec)
+    result = run_case(hostile, spec)
     lines = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     assert sorted(lines) == [
         "auto_rollback_after=3",
@@ -284,11 +277,11 @@ def test_cloud_init_real_cloud_config_round_trips(box: HostileBox) -> None:
         "server=https://updates.example.com/stable/release.json",
     ]
     # and what it wrote is what the agent then reads
-    conf = box.root / "from-cloud.conf"
+    conf = hostile.root / "from-cloud.conf"
     conf.write_text(result.stdout)
-    box.flags["config"] = str(conf)
-    box.flags["server"] = None
-    shown = run_case(box, case(CLOUD, "real-cloud-config-read-back", ("config", "show"), 0))
+    hostile.flags["config"] = str(conf)
+    hostile.flags["server"] = None
+    shown = run_case(hostile, case(CLOUD, "real-cloud-config-read-back", ("config", "show"), 0))
     assert "server=https://updates.example.com/stable/release.json" in shown.stdout
     assert "auto_rollback_after=3" in shown.stdout
-    assert box.load_state() is None or box.load_state().phase is Phase.IDLE  # type: ignore[union-attr]
+    assert hostile.load_state() is None or hostile.load_state().phase is Phase.IDLE  # type: ignore[union-attr]

@@ -10,7 +10,6 @@ the path and what was found there, and a FIFO never hangs the agent.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,9 @@ import pytest
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot
-from tests.hostile import Case, HostileBox, case, fifo, hostile_box, run_case
+from tests.hostile import Case, HostileBox, case, fifo, run_case
 
 FAILED, USAGE, CORRUPT = 1, 2, 5
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[HostileBox]:
-    with hostile_box(tmp_path) as b:
-        yield b
 
 
 # --------------------------------------------------------------------------- state.json
@@ -133,10 +126,10 @@ _SET_ASIDE = {
 
 
 @pytest.mark.parametrize("spec", STATE_CASES, ids=lambda c: c.id)
-def test_state_json(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_state_json(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
     if spec.name in _SET_ASIDE:
-        _set_aside(box)
+        _set_aside(hostile)
 
 
 # --------------------------------------------------------------------------- grubenv
@@ -192,8 +185,8 @@ GRUBENV_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", GRUBENV_CASES, ids=lambda c: c.id)
-def test_grubenv(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_grubenv(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
 
 
 # --------------------------------------------------------------------------- autoboot.txt
@@ -236,16 +229,16 @@ AUTOBOOT_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", AUTOBOOT_CASES, ids=lambda c: c.id)
-def test_autoboot_txt(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_autoboot_txt(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
 
 
-def test_cmdline_fifo_is_refused(box: HostileBox) -> None:
+def test_cmdline_fifo_is_refused(hostile: HostileBox) -> None:
     """The kernel command line file (flags family's --cmdline) as a FIFO: named, no hang."""
-    box.sandbox.cmdline.unlink()
-    fifo(box.sandbox.cmdline)
+    hostile.sandbox.cmdline.unlink()
+    fifo(hostile.sandbox.cmdline)
     spec = case(
         "flags+env", "cmdline-fifo", "status", FAILED, ("{root}/cmdline", "FIFO"), timeout=20
     )
-    run_case(box, spec)
-    assert box.slot(Slot.A).exists()
+    run_case(hostile, spec)
+    assert hostile.slot(Slot.A).exists()

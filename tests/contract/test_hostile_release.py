@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from kubesolo_core.lifecycle import Phase
 from tests.contract.faultserver import Fault
-from tests.hostile import Case, HostileBox, case, hostile_box, image, run_case
+from tests.hostile import Case, HostileBox, case, image, run_case
 
 FAILED, REFUSED, CORRUPT = 1, 3, 5
-
-
-@pytest.fixture
-def box(tmp_path: Path) -> Iterator[HostileBox]:
-    with hostile_box(tmp_path) as b:
-        yield b
 
 
 # --------------------------------------------------------------------------- release document
@@ -108,14 +101,14 @@ RELEASE_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", RELEASE_CASES, ids=lambda c: c.id)
-def test_release_document(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
-    assert box.load_state() is None, "a refused document never starts an attempt"
+def test_release_document(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
+    assert hostile.load_state() is None, "a refused document never starts an attempt"
 
 
-def test_release_document_file_image_from_http_reads_nothing(box: HostileBox) -> None:
+def test_release_document_file_image_from_http_reads_nothing(hostile: HostileBox) -> None:
     """The image URL names a local file that would even match: it is still never read."""
-    secret = box.root / "secret.img"
+    secret = hostile.root / "secret.img"
     raw = image("1.1.0")
     secret.write_bytes(raw)
     served = gzip.compress(raw, compresslevel=1, mtime=0)
@@ -126,8 +119,8 @@ def test_release_document_file_image_from_http_reads_nothing(box: HostileBox) ->
 
     spec = case(RELEASE, "image-url-file-that-exists", "apply", CORRUPT, ("image.url", "file"),
                 prepare=_doc(mutate))  # fmt: skip
-    run_case(box, spec)
-    assert box.load_state() is None
+    run_case(hostile, spec)
+    assert hostile.load_state() is None
 
 
 # --------------------------------------------------------------------------- images
@@ -207,8 +200,8 @@ IMAGE_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", IMAGE_CASES, ids=lambda c: c.id)
-def test_images(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_images(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
 
 
 # --------------------------------------------------------------------------- server behaviour
@@ -253,5 +246,5 @@ SERVER_CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("spec", SERVER_CASES, ids=lambda c: c.id)
-def test_server_behaviour(box: HostileBox, spec: Case) -> None:
-    run_case(box, spec)
+def test_server_behaviour(hostile: HostileBox, spec: Case) -> None:
+    run_case(hostile, spec)
