@@ -28,12 +28,12 @@ from kubesolo_adapters import blockdev, grubenv, tryboot
 from kubesolo_adapters.bootfacts import slot_from_cmdline
 from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
 from kubesolo_core.errors import KubesoloError
-from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.release import parse_release
 from kubesolo_core.slots import Slot
 from kubesolo_core.urls import check_image_url, check_url
 from kubesolo_core.versions import Version
 from kubesolo_entrypoints import cloudinit, config, metrics
+from tests.contract.state_suite import RICH
 from tests.unit.fuzzing import (
     FUZZ,
     HOSTILE_PIECES,
@@ -152,19 +152,7 @@ def test_fuzz_autoboot_txt(text: str, committed: int, trial: int, ab: bool) -> N
 
 # --------------------------------------------------------------------------- state.json
 
-_VALID_STATE = dumps_state(
-    UpdateState(
-        phase=Phase.ACTIVATED,
-        from_version="1.0.0",
-        to_version="1.1.0",
-        target_slot=Slot.B,
-        attempt_count=2,
-        last_error="x",
-        health_check_failures=1,
-        activation_boot_id="b",
-        image_sha256="c" * 64,
-    )
-).encode()
+_VALID_STATE = dumps_state(RICH).encode()
 
 
 @st.composite
