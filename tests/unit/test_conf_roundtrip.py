@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 
 from kubesolo_core.errors import ConfigError
 from kubesolo_entrypoints.cloudinit import conf_from_mapping
-from kubesolo_entrypoints.config import NOT_IN_FILE, PARSERS, parse_conf, parse_value
+from kubesolo_entrypoints.config import (
+    NOT_IN_FILE,
+    PARSERS,
+    conf_line,
+    conf_pairs,
+    parse_conf,
+    parse_value,
+)
 
 KEYS = sorted(set(PARSERS) - NOT_IN_FILE)
 #: text that often breaks naive line-based formats
@@ -40,3 +47,18 @@ def test_written_conf_reads_back_the_same_or_is_refused(mapping: dict[str, str])
         return  # refused, with the key named: fine
     expected = {key: parse_value(key, value, key) for key, value in mapping.items()}
     assert parse_conf(text, "written") == expected
+
+
+@given(st.sampled_from(KEYS), VALUES)
+@example("node_name", " edge ")
+@example("server", "'quoted'")
+@example("slot_b", '"/dev/sda3')
+def test_one_line_reads_back_byte_for_byte(key: str, value: str) -> None:
+    """The raw text level: conf_line's value is exactly what conf_pairs reads back."""
+    try:
+        line = conf_line(key, value)
+    except ConfigError:
+        assert any(not (c.isprintable() or c == " ") for c in value)  # refused only for these
+        return
+    assert "\n" not in line
+    assert conf_pairs(line + "\n", "x") == [(key, value, "x:1")]
