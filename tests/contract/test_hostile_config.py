@@ -36,6 +36,11 @@ def _env(name: str, value: str, *, drop_flag: str | None = None):  # type: ignor
     return prepare
 
 
+def _boot_id_fifo(box: HostileBox) -> list[Path]:
+    box.env["KUBESOLO_UPDATE_BOOT_ID"] = str(fifo(box.root / "boot-id-pipe"))
+    return [box.root / "boot-id-pipe"]
+
+
 # --------------------------------------------------------------------------- flags and env
 
 FLAGS = "flags+env"
@@ -89,6 +94,8 @@ FLAG_CASES: list[Case] = [
          prepare=_flag("state", "{root}/var\n/state.json")),
     case(FLAGS, "config-flag-missing-file", "status", USAGE, "/nonexistent/update.conf",
          prepare=_flag("config", "/nonexistent/update.conf")),
+    case(FLAGS, "boot-id-env-is-a-fifo", "status", FAILED, ("{root}/boot-id-pipe", "FIFO"),
+         prepare=_boot_id_fifo, timeout=20),
 ]  # fmt: skip
 
 
