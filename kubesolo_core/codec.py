@@ -5,8 +5,8 @@ are migrated step by step (``MIGRATIONS[n]`` takes a schema-n mapping to
 n+1); a newer or malformed one raises :class:`CorruptState` with one readable
 sentence. Encoding to text is pure (json); the StateStore adapters do the I/O.
 
-A document that loads is also sane: versions parse as versions (bounded,
-see :mod:`kubesolo_core.versions`), counts are small and not negative, and
+A document that loads is also sane: versions are Version values (parsed,
+so bounded: see :mod:`kubesolo_core.versions`), counts are small and not negative, and
 no text field holds a control character (``status`` prints them on an
 operator's terminal). :func:`looks_like_state` tells a damaged state file of
 ours (set aside and recovered from) from some other file that ``--state``
@@ -42,6 +42,20 @@ def _structure_datetime(value: Any, _: type) -> dt.datetime:
 
 _converter.register_structure_hook(dt.datetime, _structure_datetime)
 _converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+
+
+def _structure_version(value: Any, _: type) -> Version:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a version string, got {value!r}")
+    try:
+        return Version.parse(value)
+    except CorruptInput as exc:
+        raise ValueError(exc.message) from None
+
+
+# A version is a Version from the moment it leaves the codec; on disk it is its text.
+_converter.register_structure_hook(Version, _structure_version)
+_converter.register_unstructure_hook(Version, str)
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
@@ -82,13 +96,6 @@ def looks_like_state(data: bytes | str) -> bool:
 
 
 def _check_fields(state: UpdateState, source: str) -> UpdateState:
-    for name in ("from_version", "to_version"):
-        value = getattr(state, name)
-        if value is not None:
-            try:
-                Version.parse(value)
-            except CorruptInput as exc:
-                raise CorruptState(f"{source}: {name}: {exc.message}") from None
     for name in ("attempt_count", "health_check_failures"):
         value = getattr(state, name)
         if not 0 <= value <= MAX_COUNT:

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_core.errors import CorruptInput, InvalidRelease
+from kubesolo_core.errors import CorruptInput, InvalidRelease, VerifyError
 from kubesolo_core.urls import check_url
 from kubesolo_core.versions import Version
 
@@ -42,14 +42,29 @@ class ImageSpec:
     raw_sha256: str
 
 
+def verify_written(image: ImageSpec, *, length: int, sha256: str, where: str) -> None:
+    """Raise VerifyError unless the slot read back exactly the image's raw bytes.
+
+    The one judgement of a slot write, shared by every slot store and the
+    services: ``length`` and ``sha256`` are what was read back from the
+    medium (not what was sent to it).
+    """
+    if length != image.raw_size or sha256 != image.raw_sha256:
+        raise VerifyError(
+            f"{where} reads back {length} bytes with SHA-256 {sha256}, the release says "
+            f"{image.raw_size} bytes with {image.raw_sha256}",
+            way_out="the slot is not staged; check the disk (dmesg) and the release",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Release:
     """One release document."""
 
     schema: int
-    version: str
+    version: Version
     image: ImageSpec
-    min_from_version: str | None = None
+    min_from_version: Version | None = None
 
 
 def _shown(value: object) -> str:
@@ -79,9 +94,9 @@ def _sha(value: str, where: str) -> str:
     return value
 
 
-def _version(text: str, where: str) -> str:
+def _version(text: str, where: str) -> Version:
     try:
-        return Version.parse(text).text
+        return Version.parse(text)
     except CorruptInput as exc:
         raise InvalidRelease(f"release document: {where}: {exc.message}") from None
 
@@ -148,11 +163,12 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
         raw_sha = _need(image, "raw_sha256", str, "image.")
     raw_size = _size(raw_size, "image.raw_size")
     raw_sha = _sha(raw_sha, "image.raw_sha256")
-    min_from = doc.get("min_from_version")
-    if min_from is not None:
-        if not isinstance(min_from, str):
+    min_from_text = doc.get("min_from_version")
+    min_from = None
+    if min_from_text is not None:
+        if not isinstance(min_from_text, str):
             raise InvalidRelease("release document: min_from_version must be a string")
-        min_from = _version(min_from, "min_from_version")
+        min_from = _version(min_from_text, "min_from_version")
     return Release(
         schema=schema,
         version=version,
@@ -172,9 +188,9 @@ def release_document(release: Release) -> dict[str, Any]:
     """The JSON-ready mapping of ``release`` (what a server publishes)."""
     doc: dict[str, Any] = {
         "schema": release.schema,
-        "version": release.version,
+        "version": str(release.version),
         "image": attrs.asdict(release.image),
     }
     if release.min_from_version is not None:
-        doc["min_from_version"] = release.min_from_version
+        doc["min_from_version"] = str(release.min_from_version)
     return doc

@@ -64,11 +64,12 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
+from kubesolo_adapters.sandbox import Sandbox, build_release, make_fs_image
 from kubesolo_core.codec import loads_state
 from kubesolo_core.lifecycle import Phase, UpdateState
+from kubesolo_core.release import release_document
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 from tests.contract.faultserver import FaultServer
 from tests.tools import require_tool
 
@@ -91,7 +92,7 @@ def _image_dir() -> Path:
 def image(version: str) -> bytes:
     """An ext2 slot image carrying ``version`` (made once per test session)."""
     require_tool("mkfs.ext2", "debugfs")
-    return demo.make_image(_image_dir(), version, size=IMAGE_BYTES)
+    return make_fs_image(_image_dir(), version, size=IMAGE_BYTES)
 
 
 @attrs.frozen(kw_only=True)
@@ -164,7 +165,7 @@ class HostileBox:
     """A sandboxed box the CLI is pointed at (see the module docstring)."""
 
     root: Path
-    sandbox: demo.Sandbox
+    sandbox: Sandbox
     server: FaultServer
     #: global options as update.conf keys -> text; None = the option is left out
     flags: dict[str, str | None]
@@ -178,7 +179,7 @@ class HostileBox:
     @classmethod
     def create(cls, root: Path, server: FaultServer) -> HostileBox:
         """A box on ``root`` (A 1.0.0 booted and committed, B 0.9.0), 1.1.0 published."""
-        sandbox = demo.Sandbox(root)
+        sandbox = Sandbox(root)
         for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "0.9.0")):
             with sandbox.slot(slot).open("wb") as f:
                 f.truncate(SLOT_BYTES)
@@ -250,7 +251,8 @@ class HostileBox:
         """Serve a release of ``version`` at /release.json; ``mutate`` may spoil the document."""
         name = name or f"kubesolo-os-{version}-amd64.img.gz"
         raw = image(version) if raw is None else raw
-        doc, served = demo.release_doc(version, raw, name, level=1)
+        release, served = build_release(version, raw, url=name)
+        doc = release_document(release)
         self.published[hashlib.sha256(raw).hexdigest()] = len(raw)
         self.server.publish("/" + name, served)
         if mutate is not None:

@@ -27,7 +27,7 @@ def test_the_checker_sees_a_written_booted_slot(hostile: HostileBox) -> None:
 
 
 def test_the_checker_sees_a_changed_env(hostile: HostileBox) -> None:
-    from kubesolo_adapters.grubenv import PythonBackend
+    from kubesolo_adapters.grubenvfile import PythonBackend
 
     check(hostile, ["apply"], code=0, phase=Phase.STAGED)
     with pytest.raises(AssertionError, match="GRUB env changed"):

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kubesolo_adapters import blockdev, grubenv, tryboot
+from kubesolo_adapters import autoboot, fsversion, grubenv
 from kubesolo_adapters.bootfacts import slot_from_cmdline
 from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
 from kubesolo_core.errors import KubesoloError
@@ -142,9 +142,9 @@ _VALID_AUTOBOOT = b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_part
 )
 def test_fuzz_autoboot_txt(text: str, committed: int, trial: int, ab: bool) -> None:
     def run() -> None:
-        tryboot.parse_autoboot(text)
-        out = tryboot.render_autoboot(text, committed=committed, trial=trial, tryboot_a_b=ab)
-        got = tryboot.parse_autoboot(out)
+        autoboot.parse_autoboot(text)
+        out = autoboot.render_autoboot(text, committed=committed, trial=trial, tryboot_a_b=ab)
+        got = autoboot.parse_autoboot(out)
         assert (got.committed, got.trial, got.tryboot_a_b) == (committed, trial, ab)
 
     only_domain_errors("autoboot_txt", run)
@@ -372,8 +372,8 @@ def test_fuzz_small_entry_points(cmdline: str, listen: str, head: bytes, version
     def run() -> None:
         slot_from_cmdline(cmdline)
         Slot.parse(cmdline[:4])
-        blockdev.probe_filesystem(head)
-        blockdev._version_text(version)
+        fsversion.probe_filesystem(head)
+        fsversion._version_text(version)
         metrics.parse_listen(listen)
 
     only_domain_errors("small_entry_points", run)
