@@ -48,11 +48,13 @@ Culprit strings may use ``{root}`` and ``{state}``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -85,7 +87,9 @@ RELEASE_PATH = "/release.json"
 
 @functools.cache
 def _image_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ksu-hostile-images-"))
+    path = Path(tempfile.mkdtemp(prefix="ksu-hostile-images-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 @functools.cache
