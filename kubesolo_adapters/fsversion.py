@@ -19,6 +19,8 @@ from pathlib import Path
 
 import attrs
 
+from kubesolo_adapters.inputs import open_input
+
 __all__ = ["FsProbe", "probe_filesystem", "read_head", "read_version"]
 
 #: a version file longer than this is not a version file
@@ -129,7 +131,8 @@ def _mount_read(path: str, kind: str | None, *, is_file: bool) -> bytes | None:
         if proc.returncode != 0:
             return None
         try:
-            with (Path(mnt) / "version").open("rb") as fh:
+            # an image's /version may be a FIFO or a device: never block on it
+            with open_input(Path(mnt) / "version") as fh:
                 return fh.read(_VERSION_LIMIT + 1)
         except OSError:
             return None

@@ -34,7 +34,12 @@ from kubesolo_adapters.grubenv import (
     unset_vars,
     validate,
 )
+from kubesolo_adapters.inputs import read_input
 from kubesolo_core.errors import BootEnvError
+
+#: an env block file larger than this is not one (GRUB's are 1 KiB, rarely a few); reads
+#: go through kubesolo_adapters.inputs, so a FIFO or a device is refused, never read
+MAX_FILE = 1 << 20
 
 __all__ = ["EditenvBackend", "EnvBackend", "PythonBackend"]
 
@@ -82,7 +87,7 @@ class PythonBackend:
 
     def _load(self) -> bytes | None:
         try:
-            return self.path.read_bytes()
+            return read_input(self.path, limit=MAX_FILE)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -177,7 +182,7 @@ class EditenvBackend:
 
     def _validate_existing(self) -> None:
         try:
-            data = self.path.read_bytes()
+            data = read_input(self.path, limit=MAX_FILE)
         except FileNotFoundError:
             return
         except OSError as exc:

@@ -22,17 +22,22 @@ What a box on a bad link can expect:
   the fly (:func:`kubesolo_adapters.streams.hashed`), and https is verified
   against the system's CA store by default (or a CA bundle file given as
   ``verify``);
-* ``file://`` URLs and plain paths read air-gapped media, streamed too.
+* ``file://`` URLs and plain paths read air-gapped media, streamed too;
+  only regular files are opened (a FIFO or a device is refused, never read);
+* every URL is checked with :func:`kubesolo_core.urls.check_url` before
+  urllib or httpx sees it, and an image URL, once resolved against its
+  document, must keep the document's scheme (or go from http to https): a
+  document from a server never makes the agent read a local file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -44,10 +49,12 @@ from kubesolo_adapters.download import (
     SpeedGuard,
     TooSlow,
 )
+from kubesolo_adapters.inputs import InputTooLarge, open_input, read_input
 from kubesolo_adapters.streams import hashed
-from kubesolo_core.errors import FetchError
+from kubesolo_core.errors import FetchError, InvalidRelease, InvalidUrl
 from kubesolo_core.ports import Progress
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import IMAGE_SCHEMES, ImageSpec
+from kubesolo_core.urls import check_image_url, check_url, scheme_of
 
 if TYPE_CHECKING:
     import ssl
@@ -64,6 +71,11 @@ _USER_AGENT = "kubesolo-update"
 
 def _local_path(url: str) -> str | None:
     """The file system path of a file:// URL or a plain path; None for other schemes."""
+    if scheme_of(url) is not None:
+        try:  # urllib must never see a malformed URL (it raises ValueError)
+            check_url(url, schemes=IMAGE_SCHEMES)
+        except InvalidUrl as exc:
+            raise FetchError(f"{url[:200]}: {exc.message}", way_out=exc.way_out) from None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "":
         return url
@@ -167,15 +179,15 @@ class HttpFetcher:
         path = _local_path(url)
         if path is not None:
             try:
-                with Path(path).open("rb") as fh:
-                    data = fh.read(limit + 1)
+                return read_input(path, limit=limit)
             except FileNotFoundError:
                 raise FetchStatusError(f"{url}: no such file", status=404) from None
+            except InputTooLarge:
+                raise FetchTooLong(
+                    f"{url}: bigger than {limit} bytes: not a release document"
+                ) from None
             except OSError as exc:
                 raise FetchError(f"{url}: {exc.strerror or exc}") from None
-            if len(data) > limit:
-                raise FetchTooLong(f"{url}: bigger than {limit} bytes: not a release document")
-            return data
         _check_scheme(url)
         with self._client() as client:
             dl = Download(fetcher=self, client=client, url=url, size=limit)
@@ -217,7 +229,19 @@ class HttpFetcher:
         SHA-256 are the release's (``check_hash=False``: the size only, for a
         caller that checks each piece against signed chunk hashes).
         """
-        url = urllib.parse.urljoin(release_url, image.url)
+        try:
+            check_url(image.url, schemes=IMAGE_SCHEMES, relative=True)
+            if scheme_of(release_url) is not None:
+                check_url(release_url, schemes=IMAGE_SCHEMES)
+            url = urllib.parse.urljoin(release_url, image.url)
+            if scheme_of(url) is not None:  # else a plain path next to a local document
+                check_url(url, schemes=IMAGE_SCHEMES)
+            check_image_url(release_url, url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url {image.url[:80]!r}: {exc.message}",
+                way_out=exc.way_out,
+            ) from None
         path = _local_path(url)
         if path is not None:
             chunks = self._file_chunks(url, path, image, progress)
@@ -239,10 +263,10 @@ class HttpFetcher:
         self, url: str, path: str, image: ImageSpec, progress: Progress | None
     ) -> Iterator[bytes]:
         try:
-            fh = Path(path).open("rb")  # noqa: SIM115  (closed by the generator below)
+            fh = open_input(path)
+            size = os.fstat(fh.fileno()).st_size
         except OSError as exc:
             raise FetchError(f"{url}: {exc.strerror or exc}") from None
-        size = Path(path).stat().st_size
         if size != image.size:
             fh.close()
             raise FetchError(

@@ -38,6 +38,7 @@ import attrs
 from kubesolo_adapters.atomic import atomic_write, fsync_dir
 from kubesolo_adapters.autoboot import parse_autoboot, render_autoboot
 from kubesolo_adapters.bootfacts import BootFacts, system_reboot
+from kubesolo_adapters.inputs import read_input
 from kubesolo_core.bootmodel import Bootloader, BootView, TrybootEnv, TrybootModel
 from kubesolo_core.errors import BootEnvError
 from kubesolo_core.slots import Slot
@@ -48,6 +49,8 @@ __all__ = [
     "read_u32",
 ]
 
+#: reading stops here: a file this big is no autoboot.txt (the firmware reads 512 bytes)
+AUTOBOOT_FILE_LIMIT = 64 << 10
 #: the reboot argument that sets the firmware's one-shot tryboot flag
 TRYBOOT_ARGUMENT = "0 tryboot"
 _MARKER_SUFFIX = ".kubesolo-trial"
@@ -60,7 +63,7 @@ _DEFAULT_PARTITIONS: Mapping[Slot, int] = {Slot.A: 2, Slot.B: 3}
 def read_u32(path: Path) -> int | None:
     """A big-endian u32 device-tree property, None when absent or not 4 bytes."""
     try:
-        data = path.read_bytes()
+        data = read_input(path, limit=64)
     except OSError:
         return None
     if len(data) != 4:
@@ -120,7 +123,7 @@ class TrybootBootEnv:
 
     def _text(self) -> str | None:
         try:
-            data = self.autoboot.read_bytes()
+            data = read_input(self.autoboot, limit=AUTOBOOT_FILE_LIMIT)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -146,7 +149,7 @@ class TrybootBootEnv:
 
     def _load_marker(self) -> _Marker | None:
         try:
-            text = self._marker_path().read_text(encoding="utf-8")
+            text = read_input(self._marker_path(), limit=4096).decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return None
         fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

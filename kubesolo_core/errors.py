@@ -82,6 +82,15 @@ class InvalidRelease(CorruptInput):
     """The release document is malformed."""
 
 
+class InvalidUrl(CorruptInput):
+    """A URL is malformed or not allowed where it was given (kubesolo_core.urls).
+
+    Callers that know where the URL came from re-raise it as the error of that
+    source, naming the key or field: ConfigError for configuration,
+    InvalidRelease for a release document.
+    """
+
+
 class ConfigError(KubesoloError):
     """A configuration key, value or file is wrong (usage error)."""
 

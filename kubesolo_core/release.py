@@ -1,8 +1,12 @@
 """The release document (DESIGN.md 5) and its validation.
 
 The document is JSON; parsing the text is pure, so it lives here. URLs are
-kept as written: resolving a relative image URL against the document's URL is
-the Fetcher's job (the core may not import urllib).
+checked (:func:`kubesolo_core.urls.check_url`) but kept as written:
+resolving a relative image URL against the document's URL is the Fetcher's
+job (the core may not import urllib). Which image URL a document may name
+depends on where the document came from (:func:`kubesolo_core.urls.check_image_url`,
+applied by the Agent, which knows the server URL). Every refusal is
+:class:`InvalidRelease` naming the field.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from typing import Any
 import attrs
 
 from kubesolo_core.errors import CorruptInput, InvalidRelease, VerifyError
+from kubesolo_core.urls import check_url
 from kubesolo_core.versions import Version
 
 COMPRESSIONS = ("none", "gzip", "zstd")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: schemes an image URL may have (relative URLs inherit the document's)
+IMAGE_SCHEMES = ("https", "http", "file")
+#: no slot image is this big (256 TiB); a larger size is a typo or an attack
+MAX_IMAGE_BYTES = 1 << 48
+_HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 @attrs.frozen(kw_only=True)
@@ -58,21 +67,30 @@ class Release:
     min_from_version: Version | None = None
 
 
+def _shown(value: object) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**20 else "a huge number"
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in mapping:
         raise InvalidRelease(f"release document: {where}{key} is missing")
     value = mapping[key]
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InvalidRelease(f"release document: {where}{key} must be an integer, got {value!r}")
+        raise InvalidRelease(
+            f"release document: {where}{key} must be an integer, got {_shown(value)}"
+        )
     if kind is str and not isinstance(value, str):
-        raise InvalidRelease(f"release document: {where}{key} must be a string, got {value!r}")
+        raise InvalidRelease(
+            f"release document: {where}{key} must be a string, got {_shown(value)}"
+        )
     return value
 
 
 def _sha(value: str, where: str) -> str:
     value = value.lower()
-    if not _HEX64.match(value):
-        raise InvalidRelease(f"release document: {where} is not 64 hex digits: {value!r}")
+    if not _HEX64.fullmatch(value):
+        raise InvalidRelease(f"release document: {where} is not 64 hex digits: {value[:80]!r}")
     return value
 
 
@@ -83,13 +101,24 @@ def _version(text: str, where: str) -> Version:
         raise InvalidRelease(f"release document: {where}: {exc.message}") from None
 
 
+def _size(value: int, where: str) -> int:
+    if not 0 < value <= MAX_IMAGE_BYTES:
+        shown = value if -(10**20) < value < 10**20 else "a number of more than 20 digits"
+        raise InvalidRelease(
+            f"release document: {where} must be > 0 and at most {MAX_IMAGE_BYTES}, got {shown}"
+        )
+    return value
+
+
 def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     """Parse and validate a release document; raise :class:`InvalidRelease` naming the field."""
     if isinstance(data, bytes | str):
         try:
             doc = json.loads(data)
+        except RecursionError:
+            raise InvalidRelease("release document is nested too deeply to be one") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidRelease(f"release document is not JSON: {exc}") from None
+            raise InvalidRelease(f"release document is not JSON: {str(exc)[:200]}") from None
     else:
         doc = data
     if not isinstance(doc, Mapping):
@@ -107,14 +136,18 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     url = _need(image, "url", str, "image.")
     if not url:
         raise InvalidRelease("release document: image.url is empty")
+    try:
+        check_url(url, schemes=IMAGE_SCHEMES, relative=True)
+    except CorruptInput as exc:
+        raise InvalidRelease(
+            f"release document: image.url {url[:80]!r}: {exc.message}", way_out=exc.way_out
+        ) from None
     sha = _sha(_need(image, "sha256", str, "image."), "image.sha256")
-    size = _need(image, "size", int, "image.")
-    if size <= 0:
-        raise InvalidRelease(f"release document: image.size must be > 0, got {size}")
+    size = _size(_need(image, "size", int, "image."), "image.size")
     compression = image.get("compression", "none")
     if compression not in COMPRESSIONS:
         raise InvalidRelease(
-            f"release document: image.compression {compression!r} is not one of "
+            f"release document: image.compression {_shown(compression)} is not one of "
             + ", ".join(COMPRESSIONS)
         )
     if compression == "none":
@@ -128,8 +161,7 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     else:
         raw_size = _need(image, "raw_size", int, "image.")
         raw_sha = _need(image, "raw_sha256", str, "image.")
-    if raw_size <= 0:
-        raise InvalidRelease(f"release document: image.raw_size must be > 0, got {raw_size}")
+    raw_size = _size(raw_size, "image.raw_size")
     raw_sha = _sha(raw_sha, "image.raw_sha256")
     min_from_text = doc.get("min_from_version")
     min_from = None

@@ -13,7 +13,13 @@ import attrs
 
 from kubesolo_core.admission import admit, held_back
 from kubesolo_core.bootmodel import BootView
-from kubesolo_core.errors import InvalidOperation, KubesoloError, OperationFailed
+from kubesolo_core.errors import (
+    InvalidOperation,
+    InvalidRelease,
+    InvalidUrl,
+    KubesoloError,
+    OperationFailed,
+)
 from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
 from kubesolo_core.policies import HealthReport, health_report, should_auto_rollback
 from kubesolo_core.ports import (
@@ -39,6 +45,7 @@ from kubesolo_core.results import (
     StatusReport,
 )
 from kubesolo_core.slots import Slot
+from kubesolo_core.urls import check_image_url
 from kubesolo_core.versions import Version
 
 __all__ = ["Agent"]
@@ -70,7 +77,14 @@ class Agent:
             raise InvalidOperation(
                 "no release server configured", way_out="--server URL or server= in update.conf"
             )
-        return parse_release(self.fetcher.fetch_release(self.server))
+        release = parse_release(self.fetcher.fetch_release(self.server))
+        try:
+            check_image_url(self.server, release.image.url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url: {exc.message}", way_out=exc.way_out
+            ) from None
+        return release
 
     def _booted_or_committed(self, view: BootView) -> Slot:
         booted = self.boot_env.booted_slot()
@@ -90,6 +104,19 @@ class Agent:
         self.store.save(state)
         self.events("update.phase", phase=state.phase.value, to_version=state.to_version)
         return state
+
+    def _abandon(self, state: UpdateState, exc: BaseException) -> None:
+        """Record a failed attempt after ``exc``; a failure to save is logged, not raised."""
+        if isinstance(exc, KubesoloError):
+            reason = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (KeyboardInterrupt) before the image was verified"
+        else:
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+        try:
+            self._save(transition(state, Phase.FAILED, self.clock.now(), error=reason[:2000]))
+        except Exception as err:  # the disk that failed the write may fail this too
+            self.events("update.state_not_saved", phase=state.phase.value, error=str(err))
 
     def _reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
         state = self.store.load()
@@ -195,8 +222,12 @@ class Agent:
                 downgrade_allowed=report.downgrade,
             )
         )
-        state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
+        # From here to the end, any exception at all (a library's own, a bug,
+        # Ctrl-C, a failed save) ends the attempt as failed: state.json must
+        # never claim a download nobody is doing. (A power cut writes nothing
+        # more; the next run restarts the attempt from checking/downloading.)
         try:
+            state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
             chunks = self.fetcher.open_image(self.server, release.image)
@@ -208,12 +239,12 @@ class Agent:
                 sha256=result.raw_sha256,
                 where=f"slot {target.value}",
             )
-        except OperationFailed as exc:
-            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            state = self._save(
+                transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
+            )
+        except BaseException as exc:
+            self._abandon(state, exc)
             raise
-        state = self._save(
-            transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
-        )
         return ApplyResult(
             state=state,
             changed=True,
@@ -309,10 +340,21 @@ class Agent:
         interval = self.health.poll_every
         rounds = int(self.health.settle_timeout / interval) + 1
         report = self.probe_health()
-        for _ in range(rounds):
-            if report.healthy or self.clock.monotonic() >= deadline:
+        for number in range(1, rounds + 1):
+            left = deadline - self.clock.monotonic()
+            if report.healthy or left <= 0:
                 break
-            self.clock.sleep(interval)
+            # One event per round: the CLI shows it on a terminal, logs it otherwise,
+            # so a 300 s wait is never silent.
+            failing = report.failures()
+            self.events(
+                "health.waiting",
+                round=number,
+                failing=[c.name for c in failing],
+                reasons={c.name: c.reason for c in failing},
+                seconds_left=round(left),
+            )
+            self.clock.sleep(min(interval, left))
             report = self.probe_health()
         return report
 

@@ -210,10 +210,20 @@ def healthcheck(
 ) -> None:
     """Reconcile with the bootloader, check the node, then commit, count a failure or roll back."""
     from kubesolo_entrypoints import records, render
+    from kubesolo_entrypoints.progress import SettleDisplay
 
     run = run_of(ctx)
     agent = run.agent(**options)
-    outcome = agent.healthcheck()
+    # The settle wait can last settle_timeout (300 s): say what it waits for,
+    # live on a terminal; off a terminal each round is a log line (health.waiting).
+    display = SettleDisplay(agent.events) if sys.stderr.isatty() else None
+    if display is not None:
+        agent.events = display
+    try:
+        outcome = agent.healthcheck()
+    finally:
+        if display is not None:
+            display.close()
     records.note_health(run.settings().state, agent.clock.now(), outcome)
     tell(render.dumps(render.health_doc(outcome)) if json_out else render.health_text(outcome))
     if not outcome.healthy:

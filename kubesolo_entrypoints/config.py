@@ -15,6 +15,15 @@ the file can also be sourced by a shell. An empty value resets an optional
 key (``kubeconfig=``) to "unset". A missing default file is fine (all
 defaults); a missing file named with ``--config`` is an error.
 
+Lines end at ``\n`` only (a ``\r\n`` file is fine): a carriage return, a
+vertical tab or a Unicode line separator inside a line is not a line break
+here, as it is not for the shell, so it cannot smuggle a second key into the
+file; it is a control character, and no value of any source (file,
+variable, flag, cloud-init, library mapping) may hold one. The writer
+(:func:`conf_line`, used by ``config show`` and cloud-init) quotes where the
+reader would otherwise strip, and refuses what it cannot write so that the
+reader reads back exactly what was written.
+
 Every mistake is a :class:`~kubesolo_core.errors.ConfigError` whose message
 names the key and where it came from (file and line, variable, or flag) and
 says how to fix it; the CLI turns it into exit code 2 and one line.
@@ -37,6 +46,11 @@ ENV_PREFIX = "KUBESOLO_UPDATE_"
 BOOTLOADERS = ("grub", "tryboot", "auto")
 GRUBENV_BACKENDS = ("python", "grub-editenv")
 LOG_FORMATS = ("auto", "console", "json")
+#: where the release document may come from; the health probe is http(s) only
+SERVER_SCHEMES = ("https", "http", "file")
+PROBE_SCHEMES = ("http", "https")
+#: update.conf is a few hundred bytes; anything this big is not one
+MAX_CONF_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- the table of keys
@@ -90,7 +104,7 @@ class Settings:
         "state file [default: /var/lib/kubesolo/update/state.json]", metavar="PATH",
     )  # fmt: skip
     server: str | None = key(
-        None, v.optional_url,
+        None, v.url_of(SERVER_SCHEMES),
         "the TUF repository (https, http, file); with allow_unsigned=true and no trust root, "
         "a plain release document",
         metavar="URL",
@@ -157,8 +171,9 @@ class Settings:
     )  # fmt: skip
     # the healthcheck command's own options
     healthcheck_url: str | None = key(
-        None, v.optional_url, "Operator probe that must answer 200.", metavar="URL",
-        option="healthcheck", hint="e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
+        None, v.url_of(PROBE_SCHEMES), "Operator probe that must answer 200.", metavar="URL",
+        option="healthcheck",
+        hint="an http(s) URL, e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
     )  # fmt: skip
     auto_rollback_after: int = key(
         0, v.nonneg_int, "Roll back after N failed checks of a trial (0 = off) [default: 0]",
@@ -202,7 +217,7 @@ def _unknown(key: str, where: str) -> ConfigError:
 def parse_value(key: str, raw: str, where: str) -> Any:
     """Parse ``raw`` for ``key`` or raise ConfigError naming ``where``."""
     try:
-        return PARSERS[key](raw)
+        return PARSERS[key](v.check_text(raw))
     except ValueError as exc:
         raise ConfigError(
             f"{where}: bad value for {key}: {exc}", way_out=HINTS.get(key, "fix or remove it")
@@ -218,42 +233,78 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_conf(text: str, source: str) -> dict[str, Any]:
-    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
-    values: dict[str, Any] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
+def conf_pairs(text: str, source: str) -> list[tuple[str, str, str]]:
+    """The ``(key, raw value, where)`` of each setting line of update.conf text, in order.
+
+    Keys are checked; values are unquoted but not parsed. A line ends at
+    ``\n`` only (see the module docstring).
+    """
+    pairs: list[tuple[str, str, str]] = []
+    text = text.removeprefix("\ufeff")  # a BOM some editors write
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")  # noqa: PLW2901  (a CRLF file)
+        stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         where = f"{source}:{number}"
         if "=" not in stripped:
             raise ConfigError(
-                f"{where}: expected key=value, got {stripped!r}", way_out="write it as key=value"
+                f"{where}: expected key=value, got {v.shown(stripped)}",
+                way_out="write it as key=value",
             )
         key, _, raw = stripped.partition("=")
-        key = key.strip()
+        key = key.strip(" \t")
         if key.startswith("export "):
-            key = key[len("export ") :].strip()
+            key = key[len("export ") :].strip(" \t")
         if "-" in key and key.replace("-", "_") in PARSERS:
             raise ConfigError(
                 f"{where}: {key!r} is written with dashes",
                 way_out=f"use {key.replace('-', '_')}= (flags use dashes, the file underscores)",
             )
         if key not in PARSERS:
-            raise _unknown(key, where)
+            raise _unknown(key if len(key) <= 40 else key[:40] + "...", where)
         if key in NOT_IN_FILE:
             raise ConfigError(
                 f"{where}: {key}= cannot be set in a config file",
                 way_out="use --config or KUBESOLO_UPDATE_CONFIG",
             )
-        values[key] = parse_value(key, _unquote(raw.strip()), where)
-    return values
+        pairs.append((key, _unquote(raw.strip(" \t")), where))
+    return pairs
+
+
+def parse_conf(text: str, source: str) -> dict[str, Any]:
+    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
+    return {key: parse_value(key, raw, where) for key, raw, where in conf_pairs(text, source)}
+
+
+def conf_line(key: str, value: str, where: str = "update.conf") -> str:
+    """The update.conf line for ``key`` = ``value`` that :func:`conf_pairs` reads back exactly.
+
+    Quotes a value the reader would otherwise change (surrounding blanks, a
+    quoted-looking value); raises ConfigError for what no line can carry
+    (control characters, line breaks).
+    """
+    try:
+        v.check_text(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: cannot write {key}: {exc}", way_out=HINTS.get(key, "fix the value")
+        ) from None
+    line = f"{key}={value}"
+    if value != value.strip(" \t") or _unquote(value) != value:
+        line = f'{key}="{value}"'
+    read = conf_pairs(line, where)
+    if read != [(key, value, f"{where}:1")]:  # never emit what reads back differently
+        raise ConfigError(f"{where}: {key}={v.shown(value)} cannot be written to update.conf")
+    return line
 
 
 def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
     """Read update.conf at ``path``; a missing file is fine unless ``required``."""
+    from kubesolo_adapters.inputs import read_input
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path, limit=MAX_CONF_BYTES, allow_null=True).decode("utf-8")
     except FileNotFoundError:
         if required:
             raise ConfigError(
@@ -265,7 +316,7 @@ def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             f"config file {path} cannot be read: {reason}",
-            way_out="fix its permissions or encoding (UTF-8), or use --config",
+            way_out="point --config / KUBESOLO_UPDATE_CONFIG at a regular UTF-8 file",
         ) from None
     return parse_conf(text, str(path))
 
@@ -316,10 +367,10 @@ def load_settings(
     mapping: dict[str, Any] = {}
     for key, value in (config or {}).items():
         if key not in PARSERS:
-            raise _unknown(key, "configuration mapping")
-        mapping[key] = (
-            parse_value(key, value, "configuration mapping") if isinstance(value, str) else value
-        )
+            raise _unknown(str(key), "configuration mapping")
+        # Typed values (a Path, an int) are checked by the same parser as text.
+        text = "" if value is None else value if isinstance(value, str) else str(value)
+        mapping[key] = parse_value(key, text, f"configuration mapping key {key!r}")
     merged: dict[str, Any] = {**file_values, **mapping, **env, **cli}
     merged["config"] = Path(config_path or DEFAULT_CONFIG)
     if merged.get("slot_a") is not None and merged.get("slot_a") == merged.get("slot_b"):
@@ -340,5 +391,5 @@ def conf_text(settings: Settings) -> str:
         if key in NOT_IN_FILE:
             continue
         value = getattr(settings, key)
-        lines.append(f"{key}={'' if value is None else value}")
+        lines.append(conf_line(key, "" if value is None else str(value), "config show"))
     return "\n".join(lines) + "\n"

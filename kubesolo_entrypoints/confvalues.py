@@ -2,21 +2,54 @@
 
 Each key of :class:`kubesolo_entrypoints.config.Settings` names one of these;
 the reason becomes part of the one-line ConfigError that names the key and
-where its value came from.
+where its value came from. Every value, whatever its source, is first one
+line of printable text (:func:`check_text`): a value can never smuggle a
+second key into update.conf.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
-URL_SCHEMES = ("https://", "http://", "file://")
+from kubesolo_core.errors import KubesoloError
+from kubesolo_core.urls import check_url
+
+#: no value of any key is longer (a path is at most PATH_MAX)
+MAX_VALUE = 4096
+#: whole numbers (counts) have at most this many digits
+MAX_DIGITS = 9
 
 
 def default_node_name() -> str:
     """The host name (``os.uname`` is what `hostname` prints; no socket import at start-up)."""
     return os.uname().nodename
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """``value`` for an error line: repr'd and cut short (a 5000-digit value stays one line)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+#: characters that end a line for str.splitlines() but are no line break in update.conf
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def check_text(value: str) -> str:
+    """Refuse control characters, line breaks of any kind and overlong values; return ``value``."""
+    if len(value) > MAX_VALUE:
+        raise ValueError(f"{shown(value)} is longer than {MAX_VALUE} characters")
+    for position, char in enumerate(value):
+        if char in _LINE_BREAKS or not (char.isprintable() or char == " "):
+            raise ValueError(
+                f"control character U+{ord(char):04X} at position {position}: "
+                "a value is one line of printable text"
+            )
+    return value
 
 
 def path(value: str) -> Path:
@@ -29,15 +62,17 @@ def optional_path(value: str) -> Path | None:
     return Path(value.strip()) if value.strip() else None
 
 
-def url(value: str) -> str:
-    text = value.strip()
-    if not text.startswith(URL_SCHEMES):
-        raise ValueError(f"{value!r} is not an https://, http:// or file:// URL")
-    return text
+def url_of(schemes: tuple[str, ...]) -> Callable[[str], str | None]:
+    def parse(value: str) -> str | None:
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            return check_url(text, schemes=schemes)
+        except KubesoloError as exc:
+            raise ValueError(f"{shown(text, 80)}: {exc}") from None
 
-
-def optional_url(value: str) -> str | None:
-    return url(value) if value.strip() else None
+    return parse
 
 
 def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -50,24 +85,28 @@ def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+_WHOLE = re.compile(r"[0-9]+", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+", re.ASCII)
+
+
 def nonneg_int(value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"{number} is negative")
-    return number
+    text = value.strip()
+    if text.startswith("-") and _WHOLE.fullmatch(text[1:]):
+        raise ValueError(f"{shown(text)} is negative")
+    if not _WHOLE.fullmatch(text):
+        raise ValueError(f"{shown(text)} is not a whole number >= 0")
+    if len(text.lstrip("0")) > MAX_DIGITS:
+        raise ValueError(f"{shown(text)} has more than {MAX_DIGITS} digits")
+    return int(text)
 
 
 def nonneg_float(value: str) -> float:
-    try:
-        number = float(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} must be a finite number >= 0")
-    return number
+    text = value.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"{shown(text)} is not a finite number of seconds >= 0 (e.g. 30 or 2.5)")
+    if len(text.lstrip("0").split(".")[0]) > MAX_DIGITS:
+        raise ValueError(f"{shown(text)} has more than {MAX_DIGITS} digits before the point")
+    return float(text)
 
 
 def slot_spec(value: str) -> str:
@@ -84,6 +123,19 @@ def slot_spec(value: str) -> str:
             )
         if not name or any(c.isspace() for c in name):
             raise ValueError(f"{value!r}: {kind}= needs a name without blanks")
+    return text
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?", re.ASCII)
+
+
+def node_name(value: str) -> str:
+    text = value.strip()
+    if not _NODE_NAME.fullmatch(text):
+        raise ValueError(
+            f"{shown(text)} is not a node name (letters, digits, '-', '.', '_'; "
+            "at most 253; no '/')"
+        )
     return text
 
 
@@ -104,10 +156,3 @@ def channel(value: str) -> str:
         return channel_name(value.strip())
     except CorruptInput as exc:
         raise ValueError(exc.message) from None
-
-
-def node_name(value: str) -> str:
-    text = value.strip()
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{value!r} is not a node name")
-    return text

@@ -42,18 +42,31 @@ def fail(error: BaseException) -> typer.Exit:
 
 
 def handled(fn: F) -> F:
-    """Map the agent's errors (and OS errors) to one line and a documented exit code."""
+    """Map the agent's errors (and OS errors) to one line and a documented exit code.
+
+    Anything else is a bug, but still one line and exit 1, never a traceback
+    on an operator's screen (issue 8); the catalogue of hostile inputs checks
+    that no input ever reaches this "internal error" line.
+    """
     from kubesolo_core.errors import KubesoloError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the command's own exit code, or a usage error typer reports itself
         except KubesoloError as exc:
             raise fail(exc) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             say(f"kubesolo-update: error: {exc.strerror or exc}{where}")
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+        except Exception as exc:
+            say(
+                f"kubesolo-update: error: internal error: {type(exc).__name__}: "
+                f"{str(exc)[:300]} (a bug in kubesolo-update: please report it)"
+            )
             raise typer.Exit(int(ExitCode.FAILED)) from None
 
     return wrapper  # type: ignore[return-value]

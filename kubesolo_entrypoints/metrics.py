@@ -55,9 +55,12 @@ DEFAULT_LISTEN = "127.0.0.1:9469"
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ConfigError naming --listen otherwise."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    # ASCII digits only: str.isdigit() is also true for '²', which int() refuses
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not sep or not digits or int(port_text) > 65535:
+        shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
         raise ConfigError(
-            f"option --listen: {text!r} is not HOST:PORT", way_out=f"e.g. --listen {DEFAULT_LISTEN}"
+            f"option --listen: {shown} is not HOST:PORT", way_out=f"e.g. --listen {DEFAULT_LISTEN}"
         )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -70,10 +73,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _read_state(settings: Settings) -> tuple[UpdateState, bool]:
+    from kubesolo_adapters.inputs import read_input
+    from kubesolo_adapters.statefile import MAX_BYTES
     from kubesolo_core.codec import loads_state
 
     try:
-        text = settings.state.read_text(encoding="utf-8")
+        text = read_input(settings.state, limit=MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         return UpdateState(), True
     except (OSError, UnicodeDecodeError):

@@ -1,11 +1,13 @@
-"""A one-line progress display on stderr, for ``apply`` on a terminal."""
+"""One-line progress displays on stderr, on a terminal: apply's download, healthcheck's wait."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "SettleDisplay"]
 
 
 class ProgressBar:
@@ -32,3 +34,40 @@ class ProgressBar:
     def close(self) -> None:
         if self.seen:
             sys.stderr.write("\n")
+
+
+class SettleDisplay:
+    """On a terminal: the health check's settle wait as one live line on stderr.
+
+    Wraps the agent's event sink: ``health.waiting`` rounds rewrite one line
+    (which checks still fail, why, and the seconds left); every other event
+    goes to the sink as before, after the line is ended.
+    """
+
+    def __init__(self, inner: Callable[..., None]) -> None:
+        self.inner = inner
+        self.showing = False
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if event != "health.waiting":
+            self.close()
+            self.inner(event, **fields)
+            return
+        names = list(fields.get("failing", []))
+        reasons = fields.get("reasons") or {}
+        why = str(reasons.get(names[0], "")) if names else ""
+        if len(why) > 70:
+            why = why[:67] + "..."
+        line = (
+            f"waiting for the node ({fields.get('seconds_left', '?')} s left): "
+            f"{', '.join(names)} failing" + (f" ({names[0]}: {why})" if why else "")
+        )
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+        self.showing = True
+
+    def close(self) -> None:
+        if self.showing:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.showing = False

@@ -44,9 +44,11 @@ def write_record(path: Path, doc: dict[str, Any], now: dt.datetime) -> str | Non
 
 def read_record(path: Path) -> dict[str, Any] | None:
     """The record at ``path``, None when missing or unreadable (never an error)."""
+    from kubesolo_adapters.inputs import read_input
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(read_input(path, limit=1 << 16))
+    except (OSError, ValueError, RecursionError):
         return None
     return doc if isinstance(doc, dict) else None
 

@@ -30,7 +30,7 @@ from kubesolo_adapters.fakes.images import image_meta
 from kubesolo_adapters.fakes.power import Power, PowerCut
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
 from kubesolo_core.bootmodel import Bootloader, BootModel, BootView
-from kubesolo_core.codec import dumps_state, loads_state
+from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotConflict, SlotError, VerifyError
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import BLOCK_LABEL, PodInfo, ProbeResult, Unavailable
@@ -92,6 +92,9 @@ class MemoryStateStore:
         try:
             return loads_state(self.text, source="memory:state.json")
         except CorruptState as exc:
+            if not looks_like_state(self.text):  # as the real store: never move a foreign file
+                exc.message += " (left in place: not a state file)"
+                raise
             self.set_aside.append(self.text)
             self.text = None
             exc.message += " (set aside; the next run starts from idle)"

@@ -16,6 +16,7 @@ injects faults taken from a queue or a standing ``always`` fault:
 ``extra``            send ``delta`` bytes more than the file, announced in Content-Length
 ``extra_unannounced`` send ``delta`` bytes more than the file, no Content-Length
 ``bad_range``        answer a range with a Content-Range that starts elsewhere
+``redirect``         answer ``status`` (a 3xx) with ``Location: location``
 ``tls``              (whole server) wrap the socket in TLS with a given context
 
 Every request is logged (path, Range header, fault) for the tests to check.
@@ -48,6 +49,7 @@ class Fault:
     delta: int = 100
     seconds: float = 5.0
     retry_after: int | None = None
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
             self._head(fault.status, headers)
+            return
+        if fault is not None and fault.kind == "redirect":
+            self._head(fault.status, {"Location": fault.location, "Content-Length": "0"})
             return
         if data is None:
             self._head(404, {"Content-Length": "0"})

@@ -211,6 +211,19 @@ def test_signed_check_from_the_artifact(runner: Runner, tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["refusals"][0]["reason"] == "bad_signature"
 
 
+def test_cloud_init(runner: Runner, tmp_path: Path) -> None:
+    """PyYAML loads from the artifact: real #cloud-config (an anchor, a merge key) converts."""
+    userdata = tmp_path / "user-data"
+    userdata.write_text(
+        "#cloud-config\nx: &s\n  server: https://u.example/r.json\nupdates:\n  <<: *s\n"
+        "  auto_rollback_after: 2\n"
+    )
+    proc = runner("config", "from-cloud-init", str(userdata))
+    assert proc.returncode == 0, proc.stderr
+    assert "server=https://u.example/r.json" in proc.stdout
+    assert "auto_rollback_after=2" in proc.stdout
+
+
 def test_a_usage_error_is_one_line(runner: Runner) -> None:
     """From inside the archive a bad option is exit 2 and one line, not an ImportError."""
     proc = runner("--slot-a", "UUID=x", "status")

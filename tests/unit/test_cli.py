@@ -394,3 +394,20 @@ def test_activate_on_tryboot_says_how_to_start_the_trial(world: World) -> None:
     assert r.exit_code == 0, r.output
     assert "reboot '0 tryboot'" in r.stdout
     assert "boot_partition=3" in autoboot.read_text()
+
+
+def test_an_unexpected_exception_is_one_line_not_a_traceback(world: World) -> None:
+    """A bug (here a fetcher raising RuntimeError) still ends in one line and exit 1."""
+
+    class Broken:
+        def fetch_release(self, url: str) -> bytes:
+            raise RuntimeError("the unexpected")
+
+        def open_image(self, *args: Any) -> Any:
+            raise AssertionError("not reached")
+
+    run = Run(world.flags(), ports={"kube": world.kube, "fetcher": Broken()}, environ={})
+    r = runner.invoke(app, ["check"], obj=run)
+    assert r.exit_code == ExitCode.FAILED
+    assert "internal error: RuntimeError: the unexpected" in _one_error_line(r)
+    assert r.exception is None or isinstance(r.exception, SystemExit)

@@ -249,3 +249,79 @@ def test_no_server_configured(box: MemoryBox[Any]) -> None:
     agent.server = None
     with pytest.raises(InvalidOperation, match="--server"):
         agent.check()
+
+
+# ---------------------------------------------------------------- issue 8, bug 2: never stuck
+
+
+class _Boom(Exception):
+    """Not one of ours: a bug, a library's own exception (httpx.InvalidURL), anything."""
+
+
+def _explode(*_: object, **__: object) -> Any:
+    raise _Boom("something nobody planned for")
+
+
+def _cut_stream(*_: object, **__: object) -> Any:
+    def chunks() -> Any:
+        yield b"\0" * 10
+        raise KeyboardInterrupt  # Ctrl-C mid-download
+
+    return chunks()
+
+
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [
+        ("fetcher.open_image", _Boom),
+        ("slots.write_image", _Boom),
+        ("fetcher.stream", KeyboardInterrupt),
+        ("store.save_staged", OSError),
+    ],
+)
+def test_any_exception_during_apply_leaves_failed_never_working(
+    box: MemoryBox[Any], monkeypatch: pytest.MonkeyPatch, where: str, error: type[BaseException]
+) -> None:
+    """Whatever escapes between the first save and the end of apply, state.json says failed."""
+    # the adapters are slotted attrs classes: patch the class, undone after the test
+    if where == "fetcher.open_image":
+        monkeypatch.setattr(type(box.fetcher), "open_image", _explode)
+    elif where == "slots.write_image":
+        monkeypatch.setattr(type(box.slots), "write_image", _explode)
+    elif where == "fetcher.stream":
+        monkeypatch.setattr(type(box.fetcher), "open_image", _cut_stream)
+    else:
+        save = type(box.store).save
+
+        def save_but_not_staged(self: Any, state: Any) -> None:
+            if state.phase is Phase.STAGED:
+                raise OSError(28, "No space left on device")
+            save(self, state)
+
+        monkeypatch.setattr(type(box.store), "save", save_but_not_staged)
+    with pytest.raises(error):
+        box.agent().apply()
+    state = box.store.load()
+    assert state.phase is Phase.FAILED, state
+    assert state.last_error and str(state.to_version) == "1.1.0"
+    # and the box can try again
+    monkeypatch.undo()
+    assert box.agent().apply().state.phase is Phase.STAGED
+
+
+def test_the_settle_wait_says_what_it_waits_for(box: MemoryBox[Any]) -> None:
+    """One 'health.waiting' event per round: the failing checks and the seconds left (issue 8)."""
+    agent = box.agent(HealthSettings(kube_system_settle=30, settle_timeout=120, poll_interval=5))
+    agent.apply()
+    agent.activate()
+    box.reboot()
+    seen: list[dict[str, Any]] = []
+    agent.events = lambda event, **fields: seen.append({"event": event, **fields})
+    agent.healthcheck()
+    rounds = [e for e in seen if e["event"] == "health.waiting"]
+    assert 5 <= len(rounds) <= 8  # 30 s of settling at 5 s a round
+    assert all(r["failing"] == ["kube_system"] for r in rounds)
+    assert "kube_system" in rounds[0]["reasons"]
+    lefts = [r["seconds_left"] for r in rounds]
+    assert lefts == sorted(lefts, reverse=True) and lefts[0] <= 120 and lefts[-1] >= 80
+    assert [r["round"] for r in rounds] == list(range(1, len(rounds) + 1))
