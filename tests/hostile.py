@@ -216,6 +216,8 @@ class HostileBox:
                 "KUBESOLO_UPDATE_BOOT_ID": str(sandbox.boot_id),
                 "KUBESOLO_UPDATE_SETTLE_TIMEOUT": "0",
                 "KUBESOLO_UPDATE_LOG_FORMAT": "json",
+                # the box serves a plain release document (DESIGN.md 5): unsigned, by name
+                "KUBESOLO_UPDATE_ALLOW_UNSIGNED": "true",
             },
         )
         box.publish("1.1.0")
