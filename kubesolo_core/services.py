@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import attrs
 
+from kubesolo_core.adaptive import AdaptiveUpdater, write_release
 from kubesolo_core.bootmodel import BootView
+from kubesolo_core.chunks import AdaptiveStats
 from kubesolo_core.errors import (
     HealthCheckFailed,
     InvalidOperation,
@@ -87,6 +89,8 @@ class ApplyResult:
     message: str
     preflight: PreflightReport | None = None
     write: WriteResult | None = None
+    #: bytes reused in place, copied from the booted slot, downloaded, written
+    stats: AdaptiveStats | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -139,6 +143,8 @@ class Agent:
     server: str | None = None
     health: HealthSettings = attrs.field(factory=HealthSettings)
     events: EventSink = _no_events
+    #: chunked (adaptive) updates when a release offers a chunk index; None = always full
+    adaptive: AdaptiveUpdater | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -268,8 +274,17 @@ class Agent:
         try:
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
-            chunks = self.fetcher.open_image(self.server, release.image)
-            result = self.slots.write_image(target, chunks, release.image, progress)
+            result, stats = write_release(
+                slots=self.slots,
+                fetcher=self.fetcher,
+                adaptive=self.adaptive,
+                target=target,
+                seed=booted,
+                release_url=self.server,
+                image=release.image,
+                progress=progress,
+                events=self.events,
+            )
             if result.raw_sha256 != release.image.raw_sha256:
                 raise VerifyError(
                     f"slot {target.value} reads back {result.raw_sha256}, "
@@ -286,6 +301,7 @@ class Agent:
             changed=True,
             preflight=report,
             write=result,
+            stats=stats,
             message=f"{release.version} staged on slot {target.value} (verified)",
         )
 

@@ -1,0 +1,85 @@
+"""The chunker of adaptive updates over a file or a block device (the rule: kubesolo_core.chunks).
+
+One implementation for the publisher (who writes the index) and the agent
+(who looks for chunks in its booted slot): both must cut at the same places.
+Reads with pread in large buffers, decides cuts block by block (CRC-32 of
+each block, zero blocks never cut), hashes each chunk with SHA-256 as it
+goes; memory stays at one buffer whatever the size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from kubesolo_core.chunks import ChunkParams
+
+__all__ = ["chunk_fd", "read_exact"]
+
+_BUFFER = 4 << 20
+
+
+def read_exact(fd: int, view: memoryview, offset: int) -> int:
+    """Fill ``view`` from ``offset`` (fewer bytes only at the end of the file or device)."""
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def chunk_fd(
+    fd: int,
+    size: int,
+    params: ChunkParams,
+    *,
+    whole: Any = None,
+    buffer: int = _BUFFER,
+) -> Iterator[tuple[int, int, bytes]]:
+    """Chunk the first ``size`` bytes of ``fd``: yields (offset, length, sha256) in order.
+
+    ``whole``, a hashlib object, is fed every byte (the publisher's image
+    hash in the same pass). Stops early, with a last short chunk, where the
+    file or device ends before ``size``.
+    """
+    bs = params.block_size
+    buffer = max(bs, buffer - buffer % bs)
+    zero = bytes(bs)
+    buf = bytearray(min(buffer, max(size, bs)))
+    view = memoryview(buf)
+    start = 0
+    blocks = 0
+    digest = hashlib.sha256()
+    offset = 0
+    crc32 = zlib.crc32
+    cuts = params.cuts_after
+    while offset < size:
+        got = read_exact(fd, view[: min(len(buf), size - offset)], offset)
+        if got == 0:
+            break
+        data = view[:got]
+        if whole is not None:
+            whole.update(data)
+        mark = 0
+        for b in range(0, got, bs):
+            block = data[b : b + bs]
+            blocks += 1
+            if cuts(blocks, crc32(block), block == zero):
+                end = b + len(block)
+                digest.update(data[mark:end])
+                yield start, offset + end - start, digest.digest()
+                start = offset + end
+                blocks = 0
+                digest = hashlib.sha256()
+                mark = end
+        digest.update(data[mark:])
+        offset += got
+        if got < len(buf) and offset < size:
+            break  # the medium ended early
+    if offset > start:
+        yield start, offset - start, digest.digest()
