@@ -119,7 +119,7 @@ def measure(pair: Pair, name: str, chunker: Chunker, level: int) -> dict[str, fl
     index = b"".join(struct.pack("<I", n) + h for _, n, h in new_chunks)
     index_z = len(zstandard.ZstdCompressor(level=19).compress(index))
     in_place_written = 0
-    for o, n, h in new_chunks:
+    for o, n, _ in new_chunks:
         if old[o : o + n] != new[o : o + n]:
             in_place_written += n
     return {

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubesolo_core.chunks import ChunkParams
 
-__all__ = ["chunk_fd", "read_exact"]
+__all__ = ["chunk_bytes", "chunk_fd", "read_exact"]
 
 _BUFFER = 4 << 20
 
@@ -47,6 +47,32 @@ def chunk_fd(
     hash in the same pass). Stops early, with a last short chunk, where the
     file or device ends before ``size``.
     """
+
+    def read(view: memoryview, offset: int) -> int:
+        return read_exact(fd, view, offset)
+
+    return _chunks(read, size, params, whole=whole, buffer=buffer)
+
+
+def chunk_bytes(data: bytes, params: ChunkParams) -> Iterator[tuple[int, int, bytes]]:
+    """Chunk ``data`` in memory (the in-memory slots of kubesolo_adapters.memory_chunks)."""
+
+    def read(view: memoryview, offset: int) -> int:
+        part = data[offset : offset + len(view)]
+        view[: len(part)] = part
+        return len(part)
+
+    return _chunks(read, len(data), params, whole=None, buffer=_BUFFER)
+
+
+def _chunks(
+    read: Callable[[memoryview, int], int],
+    size: int,
+    params: ChunkParams,
+    *,
+    whole: Any,
+    buffer: int,
+) -> Iterator[tuple[int, int, bytes]]:
     bs = params.block_size
     buffer = max(bs, buffer - buffer % bs)
     zero = bytes(bs)
@@ -59,7 +85,7 @@ def chunk_fd(
     crc32 = zlib.crc32
     cuts = params.cuts_after
     while offset < size:
-        got = read_exact(fd, view[: min(len(buf), size - offset)], offset)
+        got = read(view[: min(len(buf), size - offset)], offset)
         if got == 0:
             break
         data = view[:got]

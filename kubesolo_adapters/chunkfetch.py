@@ -135,10 +135,14 @@ class HttpChunkSource:
             finally:
                 out.put(_DONE)
 
-        workers = [
-            threading.Thread(target=work, name=f"kubesolo-chunk-{n}", daemon=True)
-            for n in range(max(1, min(self.concurrency, len(needs))))
-        ] if needs else []
+        workers = (
+            [
+                threading.Thread(target=work, name=f"kubesolo-chunk-{n}", daemon=True)
+                for n in range(max(1, min(self.concurrency, len(needs))))
+            ]
+            if needs
+            else []
+        )
         for thread in workers:
             thread.start()
 

@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
+from kubesolo_core.adaptive import AdaptiveUpdater
 from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
 from kubesolo_core.codec import dumps_state, loads_state
 from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
@@ -422,6 +423,8 @@ class MemoryBox(Generic[E]):
     server: str = SERVER
     boots: int = 0
     boot_log: list[tuple[Slot, bool]] = attrs.field(factory=list)
+    #: adaptive ports (kubesolo_adapters.memory_chunks.enable_adaptive); None = full images only
+    adaptive: AdaptiveUpdater | None = None
 
     @classmethod
     def create(
@@ -465,6 +468,7 @@ class MemoryBox(Generic[E]):
             store=self.store,
             server=self.server,
             health=health or HealthSettings(kube_system_settle=0, settle_timeout=0),
+            adaptive=self.adaptive,
         )
 
     def publish(

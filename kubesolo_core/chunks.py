@@ -251,9 +251,7 @@ class Plan:
         return sum(n.stored for n in self.fetches)
 
 
-def plan_update(
-    index: ChunkIndex, in_place: Sequence[bool], seed: Mapping[bytes, int]
-) -> Plan:
+def plan_update(index: ChunkIndex, in_place: Sequence[bool], seed: Mapping[bytes, int]) -> Plan:
     """Decide each chunk's source.
 
     ``in_place[i]`` says the passive slot already holds chunk ``i`` at its
