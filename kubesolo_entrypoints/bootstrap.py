@@ -20,6 +20,8 @@ from kubesolo_core.services import Agent, HealthSettings
 from kubesolo_core.slots import Slot
 
 if TYPE_CHECKING:
+    from kubesolo_core.adaptive import AdaptiveUpdater, ChunkSource, Fetched
+    from kubesolo_core.chunks import Need
     from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
     from kubesolo_core.ports import (
         BootEnv,
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
         Progress,
         SlotStore,
     )
-    from kubesolo_core.release import ImageSpec
+    from kubesolo_core.release import ChunksSpec, ImageSpec
     from kubesolo_entrypoints.config import Settings
 
 #: what services report: event name + fields
@@ -60,6 +62,29 @@ class LazyFetcher:
     ) -> Iterator[bytes]:
         """See :meth:`kubesolo_core.ports.Fetcher.open_image`."""
         return self._get().open_image(release_url, image, progress)
+
+
+class LazyChunkSource:
+    """The ChunkSource port, importing httpx (through HttpChunkSource) on first use."""
+
+    def __init__(self, factory: Callable[[], ChunkSource]) -> None:
+        self._factory = factory
+        self._real: ChunkSource | None = None
+
+    def _get(self) -> ChunkSource:
+        if self._real is None:
+            self._real = self._factory()
+        return self._real
+
+    def fetch_index(self, release_url: str, spec: ChunksSpec) -> bytes:
+        """See :class:`kubesolo_core.adaptive.ChunkSource`."""
+        return self._get().fetch_index(release_url, spec)
+
+    def fetch_chunks(
+        self, release_url: str, spec: ChunksSpec, needs: Sequence[Need]
+    ) -> Iterator[Fetched]:
+        """See :class:`kubesolo_core.adaptive.ChunkSource`."""
+        return self._get().fetch_chunks(release_url, spec, needs)
 
 
 class LazyKube:
@@ -159,6 +184,23 @@ def build_slots(settings: Settings) -> SlotStore:
     return BlockSlotStore({Slot.A: settings.slot_a, Slot.B: settings.slot_b})
 
 
+def build_adaptive(settings: Settings, slots: SlotStore) -> AdaptiveUpdater | None:
+    """The adaptive ports over ``slots`` (block devices and image files), None when off."""
+    from kubesolo_adapters.blockdev import BlockSlotStore
+
+    if not settings.adaptive or not isinstance(slots, BlockSlotStore):
+        return None
+    from kubesolo_adapters.chunkwriter import BlockChunkedSlots
+    from kubesolo_core.adaptive import AdaptiveUpdater
+
+    def source() -> ChunkSource:
+        from kubesolo_adapters.chunkfetch import HttpChunkSource
+
+        return HttpChunkSource()
+
+    return AdaptiveUpdater(source=LazyChunkSource(source), slots=BlockChunkedSlots(slots))
+
+
 def _http_fetcher() -> Fetcher:
     from kubesolo_adapters.http import HttpFetcher
 
@@ -186,7 +228,9 @@ def build_agent(
     """An Agent over the real adapters the settings describe.
 
     ``overrides`` replaces any port by name (``boot_env``, ``slots``,
-    ``fetcher``, ``kube``, ``probes``, ``clock``, ``store``) or ``health``.
+    ``fetcher``, ``kube``, ``probes``, ``clock``, ``store``), ``health`` or
+    ``adaptive`` (by default the chunked writer over real slots, when
+    ``adaptive=true``).
     """
     unknown = set(overrides) - {
         "boot_env",
@@ -197,6 +241,7 @@ def build_agent(
         "clock",
         "store",
         "health",
+        "adaptive",
     }
     if unknown:
         raise TypeError(f"build_agent: unknown overrides {sorted(unknown)}")
@@ -225,9 +270,11 @@ def build_agent(
         return LocalProbes(containerd_socket=settings.containerd_socket, data_dir=settings.data_dir)
 
     agent_events: dict[str, Any] = {"events": events} if events is not None else {}
+    slots = port("slots", lambda: build_slots(settings))
+    adaptive = overrides.get("adaptive")
     return Agent(
         boot_env=port("boot_env", lambda: build_boot_env(settings)),
-        slots=port("slots", lambda: build_slots(settings)),
+        slots=slots,
         fetcher=port("fetcher", lambda: LazyFetcher(_http_fetcher)),
         kube=port("kube", lambda: LazyKube(kube)),
         probes=port("probes", lambda: LazyProbes(probes)),
@@ -235,6 +282,7 @@ def build_agent(
         store=port("store", store),
         server=settings.server,
         health=overrides.get("health") or health_settings(settings),
+        adaptive=adaptive if adaptive is not None else build_adaptive(settings, slots),
         **agent_events,
     )
 

@@ -323,9 +323,10 @@ def apply(
     allow_downgrade: bool = typer.Option(
         False, "--allow-downgrade", help="Allow a release older than the running one."
     ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Preflight, download, write and verify the new image into the passive slot -> staged."""
-    from kubesolo_entrypoints import records
+    from kubesolo_entrypoints import records, render
 
     run = _run(ctx)
     agent = run.agent()
@@ -345,7 +346,18 @@ def apply(
         },
         agent.clock.now(),
     )
+    if result.stats is not None:
+        records.write_record(
+            records.record_path(run.settings().state, records.APPLY_FILE),
+            {"version": result.state.to_version, **render.stats_doc(result.stats)},
+            agent.clock.now(),
+        )
+    if json_out:
+        _out(render.dumps(render.apply_doc(result)))
+        return
     _out(result.message)
+    if result.stats is not None:
+        _out("  " + render.stats_text(result.stats))
 
 
 @app.command()

@@ -5,7 +5,7 @@ and the environment variable ``KUBESOLO_UPDATE_SOME_THING`` (``--config`` only
 as a flag or the variable: a config file cannot name another). A few keys
 have no flag because they only matter on unusual boxes or in tests
 (``boot_id``, ``device_tree``, ``grubenv_backend``, ``settle_timeout``,
-``log_format``); the healthcheck keys (``healthcheck_url``,
+``log_format``, ``adaptive``); the healthcheck keys (``healthcheck_url``,
 ``auto_rollback_after``, ``kube_system_settle``) are also flags of the
 ``healthcheck`` command.
 
@@ -71,6 +71,8 @@ class Settings:
     device_tree: Path = Path("/proc/device-tree")
     grubenv_backend: str = "python"
     log_format: str = "auto"
+    #: build the slot from chunks when a release offers a chunk index (README, "Adaptive updates")
+    adaptive: bool = True
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -127,6 +129,15 @@ def _nonneg_float(value: str) -> float:
     return number
 
 
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
 def slot_spec(value: str) -> str:
     """Validate a slot spec: ``PARTLABEL=NAME``, ``LABEL=NAME``, a device or image file path."""
     text = value.strip()
@@ -174,6 +185,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "device_tree": _path,
     "grubenv_backend": _choice(GRUBENV_BACKENDS),
     "log_format": _choice(LOG_FORMATS),
+    "adaptive": _bool,
 }
 
 #: keys a config file may not set (it would have to name itself)
@@ -189,6 +201,7 @@ HINTS: dict[str, str] = {
     "auto_rollback_after": "a count of failed health checks, 0 = off",
     "kube_system_settle": "seconds, e.g. 30",
     "settle_timeout": "seconds, e.g. 300",
+    "adaptive": "true (chunks when a release offers them) or false (always the full image)",
 }
 
 

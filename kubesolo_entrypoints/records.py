@@ -1,4 +1,4 @@
-"""Small side records next to state.json: the last ``check`` and the last ``healthcheck``.
+"""Small side records next to state.json: the last ``check``, ``healthcheck`` and ``apply``.
 
 ``check`` is a passive query that must not change the UpdateState, yet an
 operator's dashboard wants to know when the box last asked the server and
@@ -17,6 +17,8 @@ from typing import Any
 
 CHECK_FILE = "last-check.json"
 HEALTH_FILE = "last-health.json"
+#: the byte figures of the last apply that wrote a slot (adaptive or full)
+APPLY_FILE = "last-apply.json"
 
 
 def record_path(state: Path, name: str) -> Path:
