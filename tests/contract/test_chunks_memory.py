@@ -1,0 +1,42 @@
+"""The ChunkSource contract against the in-memory chunk store."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from kubesolo_adapters.chunker import chunk_bytes
+from kubesolo_adapters.memory_chunks import MemoryChunkSource
+from kubesolo_core.chunks import DEFAULT_PARAMS, ChunkIndex, encode_index, parse_index
+from kubesolo_core.release import ChunksSpec
+from tests.contract.chunks_suite import ChunkRig, ChunkSourceContract
+
+URL = "https://updates.example.invalid/stable/release.json"
+
+
+class TestMemoryChunkSource(ChunkSourceContract):
+    @pytest.fixture
+    def rig(self) -> ChunkRig:
+        source = MemoryChunkSource()
+
+        def publish(image: bytes, name: str) -> tuple[ChunksSpec, ChunkIndex]:
+            cut = list(chunk_bytes(image, DEFAULT_PARAMS))
+            index = encode_index(
+                [(n, n, h) for _, n, h in cut],
+                params=DEFAULT_PARAMS,
+                image_size=len(image),
+                raw_sha256=hashlib.sha256(image).hexdigest(),
+            )
+            spec = ChunksSpec(
+                index=f"{name}.chunks",
+                sha256=hashlib.sha256(index).hexdigest(),
+                size=len(index),
+            )
+            source.publish(URL, spec, index, image)
+            return spec, parse_index(index)
+
+        def damage(sha: bytes, how: str) -> None:
+            (source.missing if how == "missing" else source.corrupt).add(sha)
+
+        return ChunkRig(source=source, release_url=URL, publish=publish, damage=damage)
