@@ -76,14 +76,16 @@ def _chunks(
     bs = params.block_size
     buffer = max(bs, buffer - buffer % bs)
     zero = bytes(bs)
+    crc32 = zlib.crc32
+    zero_crc = crc32(zero)
+    # The rule of ChunkParams.cuts_after, inlined: this loop runs once per block.
+    lo, avg, hi = params.min_blocks, params.avg_blocks, params.max_blocks
     buf = bytearray(min(buffer, max(size, bs)))
     view = memoryview(buf)
     start = 0
     blocks = 0
     digest = hashlib.sha256()
     offset = 0
-    crc32 = zlib.crc32
-    cuts = params.cuts_after
     while offset < size:
         got = read(view[: min(len(buf), size - offset)], offset)
         if got == 0:
@@ -93,16 +95,21 @@ def _chunks(
             whole.update(data)
         mark = 0
         for b in range(0, got, bs):
-            block = data[b : b + bs]
             blocks += 1
-            if cuts(blocks, crc32(block), block == zero):
-                end = b + len(block)
-                digest.update(data[mark:end])
-                yield start, offset + end - start, digest.digest()
-                start = offset + end
-                blocks = 0
-                digest = hashlib.sha256()
-                mark = end
+            if blocks < lo:
+                continue
+            if blocks < hi:
+                block = data[b : b + bs]
+                mix = crc32(block)
+                if mix % avg or (mix == zero_crc and block == zero):
+                    continue
+            end = min(b + bs, got)
+            digest.update(data[mark:end])
+            yield start, offset + end - start, digest.digest()
+            start = offset + end
+            blocks = 0
+            digest = hashlib.sha256()
+            mark = end
         digest.update(data[mark:])
         offset += got
         if got < len(buf) and offset < size:

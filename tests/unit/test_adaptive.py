@@ -143,6 +143,41 @@ def test_chunks_cover_the_image_and_resync_after_a_shift() -> None:
     assert sum(m in fixed for m in moved) / len(moved) < 0.2
 
 
+def _reference_cuts(data: bytes, params: ChunkParams) -> list[int]:
+    """The rule of ChunkParams.cuts_after applied block by block, the slow obvious way."""
+    import zlib
+
+    ends = []
+    blocks = 0
+    bs = params.block_size
+    for off in range(0, len(data), bs):
+        block = data[off : off + bs]
+        blocks += 1
+        if params.cuts_after(blocks, zlib.crc32(block), block == bytes(bs)):
+            ends.append(off + len(block))
+            blocks = 0
+    if not ends or ends[-1] != len(data):
+        ends.append(len(data))
+    return ends
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"\0" * 512, b"a" * 512, b"b" * 512, b"z" * 300])
+        | st.binary(min_size=512, max_size=512),
+        min_size=1,
+        max_size=80,
+    ),
+    st.sampled_from(
+        [SMALL_PARAMS, ChunkParams(block_size=512, min_blocks=2, avg_blocks=4, max_blocks=9)]
+    ),
+)
+def test_the_fast_chunker_follows_the_core_rule(blocks: list[bytes], params: ChunkParams) -> None:
+    data = b"".join(blocks)
+    cut = list(chunk_bytes(data, params))
+    assert [o + n for o, n, _ in cut] == _reference_cuts(data, params)
+
+
 # --------------------------------------------------------------------------- plan
 
 
