@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from kubesolo_core.chunks import ChunkParams
 
-__all__ = ["chunk_bytes", "chunk_fd", "read_exact"]
+__all__ = ["chunk_bytes", "chunk_fd", "read_ahead", "read_exact"]
 
 _BUFFER = 4 << 20
 
@@ -31,6 +31,37 @@ def read_exact(fd: int, view: memoryview, offset: int) -> int:
             break
         done += got
     return done
+
+
+def read_ahead(fd: int, size: int, buffer: int = _BUFFER) -> Iterator[memoryview]:
+    """The first ``size`` bytes of ``fd`` in order, the next read running while one is used.
+
+    Two buffers: the device fills one on a helper thread (pread drops the GIL)
+    while the caller hashes the other. A view is valid until the next one is
+    asked for. Ends early where the file or device ends.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    bufs = (bytearray(min(buffer, max(size, 1))), bytearray(min(buffer, max(size, 1))))
+
+    def read(index: int, offset: int) -> int:
+        want = min(len(bufs[index]), size - offset)
+        return read_exact(fd, memoryview(bufs[index])[:want], offset)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="kubesolo-read-ahead") as pool:
+        offset = 0
+        index = 0
+        pending = pool.submit(read, 0, 0) if size > 0 else None
+        while pending is not None:
+            got = pending.result()
+            if got == 0:
+                return
+            nxt = offset + got
+            full = got == min(len(bufs[index]), size - offset)
+            pending = pool.submit(read, 1 - index, nxt) if full and nxt < size else None
+            yield memoryview(bufs[index])[:got]
+            offset = nxt
+            index = 1 - index
 
 
 def chunk_fd(
@@ -48,49 +79,37 @@ def chunk_fd(
     file or device ends before ``size``.
     """
 
-    def read(view: memoryview, offset: int) -> int:
-        return read_exact(fd, view, offset)
-
-    return _chunks(read, size, params, whole=whole, buffer=buffer)
+    return _chunks(read_ahead(fd, size, buffer), size, params, whole=whole)
 
 
 def chunk_bytes(data: bytes, params: ChunkParams) -> Iterator[tuple[int, int, bytes]]:
     """Chunk ``data`` in memory (the in-memory slots of kubesolo_adapters.memory_chunks)."""
 
-    def read(view: memoryview, offset: int) -> int:
-        part = data[offset : offset + len(view)]
-        view[: len(part)] = part
-        return len(part)
-
-    return _chunks(read, len(data), params, whole=None, buffer=_BUFFER)
+    view = memoryview(data)
+    pieces = (view[i : i + _BUFFER] for i in range(0, len(data), _BUFFER))
+    return _chunks(pieces, len(data), params, whole=None)
 
 
 def _chunks(
-    read: Callable[[memoryview, int], int],
+    pieces: Iterator[memoryview],
     size: int,
     params: ChunkParams,
     *,
     whole: Any,
-    buffer: int,
 ) -> Iterator[tuple[int, int, bytes]]:
+    """Cut the stream of ``pieces`` (each a whole number of blocks, but the last)."""
     bs = params.block_size
-    buffer = max(bs, buffer - buffer % bs)
     zero = bytes(bs)
     crc32 = zlib.crc32
     zero_crc = crc32(zero)
     # The rule of ChunkParams.cuts_after, inlined: this loop runs once per block.
     lo, avg, hi = params.min_blocks, params.avg_blocks, params.max_blocks
-    buf = bytearray(min(buffer, max(size, bs)))
-    view = memoryview(buf)
     start = 0
     blocks = 0
     digest = hashlib.sha256()
     offset = 0
-    while offset < size:
-        got = read(view[: min(len(buf), size - offset)], offset)
-        if got == 0:
-            break
-        data = view[:got]
+    for data in pieces:
+        got = len(data)
         if whole is not None:
             whole.update(data)
         mark = 0
@@ -112,7 +131,7 @@ def _chunks(
             mark = end
         digest.update(data[mark:])
         offset += got
-        if got < len(buf) and offset < size:
-            break  # the medium ended early
+        if got % bs:
+            break  # a short piece: the medium (or the image) ends here
     if offset > start:
         yield start, offset - start, digest.digest()

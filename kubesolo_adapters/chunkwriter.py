@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 
 from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore, _read_head, _Target
-from kubesolo_adapters.chunker import chunk_fd, read_exact
+from kubesolo_adapters.chunker import chunk_fd, read_ahead, read_exact
 from kubesolo_core.adaptive import ChunkWrite, FetchChunks, Fetched, Survey
 from kubesolo_core.chunks import ChunkIndex, Need, Plan
 from kubesolo_core.errors import SlotError, VerifyError
@@ -45,6 +45,9 @@ from kubesolo_core.release import ImageSpec
 from kubesolo_core.slots import Slot
 
 __all__ = ["BlockChunkedSlots", "ext_size"]
+
+#: bytes per read while surveying a slot
+_SURVEY_READ = 4 << 20
 
 
 def ext_size(head: bytes) -> int | None:
@@ -147,20 +150,32 @@ class BlockChunkedSlots:
         found = [False] * len(index)
         if dest.kind is None or dest.path is None:
             return tuple(found)
-        buf = bytearray(index.params.max_chunk)
-        view = memoryview(buf)
         try:
             fd = os.open(dest.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return tuple(found)
+        # Large sequential reads, the next one running while this one is hashed
+        # (one pread per 16-256 KiB chunk would be many small device requests);
+        # a chunk spanning two reads is hashed in two steps.
+        chunks = iter(enumerate(index))
         try:
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            for i, chunk in enumerate(index):
-                part = view[: chunk.length]
-                if read_exact(fd, part, chunk.offset) != chunk.length:
-                    break  # the slot ends here
-                found[i] = hashlib.sha256(part).digest() == chunk.sha256
+            current = next(chunks, None)
+            digest = hashlib.sha256()
+            left = current[1].length if current else 0
+            for piece in read_ahead(fd, index.image_size, _SURVEY_READ):
+                at = 0
+                while current is not None and at < len(piece):
+                    take = min(left, len(piece) - at)
+                    digest.update(piece[at : at + take])
+                    at += take
+                    left -= take
+                    if left == 0:
+                        found[current[0]] = digest.digest() == current[1].sha256
+                        current = next(chunks, None)
+                        digest = hashlib.sha256()
+                        left = current[1].length if current else 0
         except OSError:
             pass  # an unreadable stretch: what is left is written
         finally:
