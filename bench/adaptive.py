@@ -35,7 +35,6 @@ full apply's time; on loopback, not slower than full.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -44,13 +43,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.apply_throughput import drop_caches, loop_device  # noqa: E402
 from bench.ext4pair import BLOCK, MIB, build_pair, sha256_file  # noqa: E402
 from bench.link import SlowLink  # noqa: E402
 
@@ -144,26 +143,6 @@ def _vmhwm(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-@contextlib.contextmanager
-def loop(backing: Path) -> Iterator[str]:
-    dev = subprocess.run(
-        ["losetup", "-f", "--show", "--direct-io=on", str(backing)],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    try:
-        yield dev
-    finally:
-        for _ in range(20):
-            if subprocess.run(["losetup", "-d", dev], check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-
-
-def drop_caches() -> None:
-    os.sync()
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def fill_slot(dev: str, source: Path | None, size: int) -> None:
@@ -329,10 +308,10 @@ def main() -> None:
         link = SlowLink(port, args.rate_mb * 1e6)
         rows: list[dict[str, object]] = []
         try:
-            for backing in ("A.img", "B.img"):
-                with (work / backing).open("wb") as fh:
-                    fh.truncate(size + 64 * MIB)
-            with loop(work / "A.img") as dev_a, loop(work / "B.img") as dev_b:
+            with (
+                loop_device(work / "A.img", size + 64 * MIB) as dev_a,
+                loop_device(work / "B.img", size + 64 * MIB) as dev_b,
+            ):
                 fill_slot(dev_a, old, size)
                 links = [("loopback", f"http://127.0.0.1:{port}/"), ("link", link.url("/"))]
                 for link_name, base in links:
@@ -352,7 +331,7 @@ def main() -> None:
                         best: dict[str, object] | None = None
                         for _ in range(args.rounds):
                             fill_slot(dev_b, old if passive == "previous" else None, size)
-                            drop_caches()
+                            drop_caches(dev_a, dev_b)
                             mark = access.stat().st_size if access.exists() else 0
                             if kind == "casync":
                                 argv = [

@@ -146,27 +146,61 @@ class HttpChunkSource:
         for thread in workers:
             thread.start()
 
-        def results() -> Iterator[Fetched]:
-            finished = 0
-            try:
-                while finished < len(workers):
-                    item = out.get()
-                    if item is _DONE:
-                        finished += 1
-                    elif isinstance(item, BaseException):
-                        raise item
-                    else:
-                        yield item  # type: ignore[misc]
-            finally:
-                stop.set()
-                # Unblock workers waiting on a full queue, then let them go.
-                for thread in workers:
-                    for _ in range(400):  # bounded: a worker ends its current request first
-                        if not thread.is_alive():
-                            break
-                        with contextlib.suppress(queue.Empty):
-                            out.get(timeout=0.05)
-                if client is not None:
-                    client.close()
+        return _Results(out, workers, stop, client)
 
-        return results()
+
+class _Results:
+    """The fetched chunks as they arrive; ``close()`` stops the workers, even before a first read.
+
+    (A generator's ``finally`` would not run when it is closed before it
+    started, leaving the workers and the client behind.)
+    """
+
+    def __init__(
+        self,
+        out: queue.Queue[object],
+        workers: list[threading.Thread],
+        stop: threading.Event,
+        client: httpx.Client | None,
+    ) -> None:
+        self._out = out
+        self._workers = workers
+        self._stop = stop
+        self._client = client
+        self._finished = 0
+        self._closed = False
+
+    def __iter__(self) -> _Results:
+        return self
+
+    def __next__(self) -> Fetched:
+        try:
+            while self._finished < len(self._workers) and not self._closed:
+                item = self._out.get()
+                if item is _DONE:
+                    self._finished += 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    return item  # type: ignore[return-value]
+        except BaseException:
+            self.close()
+            raise
+        self.close()
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the workers (each ends its current request) and close the client."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        # Unblock workers waiting on a full queue, then let them go.
+        for thread in self._workers:
+            for _ in range(400):  # bounded: a worker ends its current request first
+                if not thread.is_alive():
+                    break
+                with contextlib.suppress(queue.Empty):
+                    self._out.get(timeout=0.05)
+        if self._client is not None:
+            self._client.close()

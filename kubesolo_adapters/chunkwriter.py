@@ -6,10 +6,11 @@ own ``_open_for_write`` (O_EXCL on a device, no create, no truncate), so
 every guard on the full writer's open covers this writer too.
 
 * ``survey`` reads the passive slot at each chunk's range and hashes it (a
-  chunk that already matches stays in place), and, at the same time on a
-  second thread, chunks the booted slot with the index's own rule to learn
-  which chunks it holds and where. The booted slot is only read, never
-  opened for writing. A torn or foreign slot simply matches fewer chunks.
+  chunk that already matches stays in place), then reads the booted slot at
+  the offsets of the chunks still missing, and, when much is still missing
+  (a rebuilt layout), chunks the whole booted slot with the index's own
+  rule to find data that moved. The booted slot is only read, never opened
+  for writing. A torn or foreign slot simply matches fewer chunks.
 * ``write_plan`` starts the chunk downloads, copies the chunks the booted
   slot holds, then writes what arrives. Every chunk is checked against its
   SHA-256 right before it is written; a booted-slot chunk that no longer
@@ -31,14 +32,13 @@ import hashlib
 import os
 import struct
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
 from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore, _read_head, _Target
 from kubesolo_adapters.chunker import chunk_fd, read_ahead, read_exact
 from kubesolo_core.adaptive import ChunkWrite, FetchChunks, Fetched, Survey
-from kubesolo_core.chunks import ChunkIndex, Need, Plan
+from kubesolo_core.chunks import ChunkIndex, Need, Plan, worth_a_full_scan
 from kubesolo_core.errors import SlotError, VerifyError
 from kubesolo_core.ports import Progress
 from kubesolo_core.release import ImageSpec
@@ -137,13 +137,49 @@ class BlockChunkedSlots:
     # ----------------------------------------------------------------- survey
 
     def survey(self, target: Slot, seed: Slot | None, index: ChunkIndex) -> Survey:
-        """Which chunks the target holds in place, and where the seed slot holds the others."""
+        """Which chunks the target holds in place, and where the seed slot holds the others.
+
+        The seed (booted) slot is read at the missing chunks' own offsets
+        first; only when a large share is still missing (the layout moved,
+        :func:`~kubesolo_core.chunks.worth_a_full_scan`) is the whole slot
+        chunked with the index's rule.
+        """
         dest = self.store._resolve(target)
         src = self.store._resolve(seed) if seed is not None and seed is not target else None
-        with ThreadPoolExecutor(2, thread_name_prefix="kubesolo-survey") as pool:
-            here = pool.submit(self._in_place, dest, index)
-            there = pool.submit(self._seed, src, index)
-            return Survey(in_place=here.result(), seed=there.result())
+        in_place = self._in_place(dest, index)
+        seeds = self._positional(src, index, in_place)
+        if worth_a_full_scan(index, in_place, seeds):
+            seeds = {**self._seed(src, index), **seeds}
+        return Survey(in_place=in_place, seed=seeds)
+
+    @staticmethod
+    def _positional(
+        src: _Target | None, index: ChunkIndex, in_place: tuple[bool, ...]
+    ) -> dict[bytes, int]:
+        """Chunks the seed slot holds at the same offset as the new image (not in place)."""
+        seeds: dict[bytes, int] = {}
+        if src is None or src.kind is None or src.path is None:
+            return seeds
+        try:
+            fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return seeds
+        buf = bytearray(index.params.max_chunk)
+        view = memoryview(buf)
+        try:
+            for chunk, here in zip(index, in_place, strict=True):
+                if here or chunk.sha256 in seeds:
+                    continue
+                part = view[: chunk.length]
+                if read_exact(fd, part, chunk.offset) != chunk.length:
+                    break
+                if hashlib.sha256(part).digest() == chunk.sha256:
+                    seeds[chunk.sha256] = chunk.offset
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        return seeds
 
     @staticmethod
     def _in_place(dest: _Target, index: ChunkIndex) -> tuple[bool, ...]:

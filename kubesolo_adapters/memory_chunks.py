@@ -37,7 +37,15 @@ from kubesolo_core.adaptive import (
     Fetched,
     Survey,
 )
-from kubesolo_core.chunks import ChunkIndex, ChunkParams, Need, Plan, chunk_path, encode_index
+from kubesolo_core.chunks import (
+    ChunkIndex,
+    ChunkParams,
+    Need,
+    Plan,
+    chunk_path,
+    encode_index,
+    worth_a_full_scan,
+)
 from kubesolo_core.errors import FetchError, SlotError, VerifyError
 from kubesolo_core.ports import Progress
 from kubesolo_core.release import ChunksSpec, ImageSpec
@@ -49,6 +57,7 @@ __all__ = [
     "MemoryChunkedSlots",
     "derive_image",
     "enable_adaptive",
+    "index_for",
     "publish_chunked",
 ]
 
@@ -124,10 +133,16 @@ class MemoryChunkedSlots:
         seeds: dict[bytes, int] = {}
         there = self.slots.contents.get(seed) if seed is not None and seed is not target else None
         if there:
-            wanted = {c.sha256 for c in index}
-            for offset, _, sha in chunk_bytes(there, index.params):
-                if sha in wanted:
-                    seeds.setdefault(sha, offset)
+            # as the real slots do: the same offsets first, the whole slot when the layout moved
+            for c, here in zip(index, in_place, strict=True):
+                part = there[c.offset : c.offset + c.length]
+                if not here and hashlib.sha256(part).digest() == c.sha256:
+                    seeds.setdefault(c.sha256, c.offset)
+            if worth_a_full_scan(index, in_place, seeds):
+                wanted = {c.sha256 for c in index}
+                for offset, _, sha in chunk_bytes(there, index.params):
+                    if sha in wanted:
+                        seeds.setdefault(sha, offset)
         return Survey(in_place=in_place, seed=seeds)
 
     def write_plan(
@@ -245,6 +260,16 @@ def derive_image(
     return bytes(out)
 
 
+def index_for(image: bytes, params: ChunkParams = SMALL_PARAMS) -> bytes:
+    """The chunk index of ``image`` for a store of raw (uncompressed) chunks."""
+    return encode_index(
+        [(length, length, digest) for _, length, digest in chunk_bytes(image, params)],
+        params=params,
+        image_size=len(image),
+        raw_sha256=hashlib.sha256(image).hexdigest(),
+    )
+
+
 def enable_adaptive(box: MemoryBox[Any]) -> MemoryChunkSource:
     """Give ``box`` the adaptive ports (a chunk source and chunked slots over its own slots)."""
     source = MemoryChunkSource()
@@ -263,13 +288,7 @@ def publish_chunked(
 ) -> dict[str, Any]:
     """Publish ``image`` as release ``version`` with a chunk index and store; returns the doc."""
     sha = hashlib.sha256(image).hexdigest()
-    cut = list(chunk_bytes(image, params))
-    index = encode_index(
-        [(length, length, digest) for _, length, digest in cut],
-        params=params,
-        image_size=len(image),
-        raw_sha256=sha,
-    )
+    index = index_for(image, params)
     served_index = index_override if index_override is not None else index
     spec = ChunksSpec(
         index=f"kubesolo-os-{version}.chunks",

@@ -91,9 +91,11 @@ class ChunkedSlots(Protocol):
     """The slots' adaptive half: survey what is there, write a plan verified."""
 
     def survey(self, target: Slot, seed: Slot | None, index: ChunkIndex) -> Survey:
-        """Hash the target at each chunk's range; chunk the seed slot and keep index hashes.
+        """Hash the target at each chunk's range; find the missing chunks in the seed slot.
 
-        An unreadable, torn or foreign seed simply contributes no chunks.
+        The seed is checked at the missing chunks' own offsets, and chunked
+        whole (with the index's rule) when :func:`~kubesolo_core.chunks.worth_a_full_scan`
+        says so. An unreadable, torn or foreign seed simply contributes no chunks.
         """
 
     def write_plan(

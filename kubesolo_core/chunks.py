@@ -214,6 +214,33 @@ def parse_index(data: bytes) -> ChunkIndex:
 # --------------------------------------------------------------------------- the plan
 
 
+#: chunk the whole booted slot when more than this share of the image is still missing
+#: after the chunks found in place and at their own offset in the booted slot
+SCAN_SHARE = 1 / 8
+
+
+def worth_a_full_scan(
+    index: ChunkIndex, in_place: Sequence[bool], seed: Mapping[bytes, int]
+) -> bool:
+    """Whether chunking the whole booted slot may find what its same offsets did not.
+
+    The booted slot is first checked at each missing chunk's own offset:
+    when the two releases share their layout (files replaced on a mounted
+    filesystem), what is still missing then is new content that no scan can
+    find, and reading and chunking the whole slot would only cost time.
+    When a lot is still missing, the layout moved (an image rebuilt by
+    ``mkfs -d``): then the data is likely elsewhere in the slot, and the scan
+    pays for itself in bytes not downloaded. The cost of a wrong "no" is
+    bounded by ``SCAN_SHARE`` of the image (before compression).
+    """
+    missing = sum(
+        c.length
+        for c, here in zip(index, in_place, strict=True)
+        if not here and c.sha256 not in seed
+    )
+    return missing > index.image_size * SCAN_SHARE
+
+
 @attrs.frozen(kw_only=True)
 class Need:
     """A chunk the slot needs at ``offsets``, and where it comes from."""

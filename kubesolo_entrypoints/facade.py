@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kubesolo_core.adaptive import AdaptiveUpdater
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.ports import BootEnv, Clock, Fetcher, HealthProbes, Kube, SlotStore, StateStore
 from kubesolo_core.services import (
@@ -80,8 +81,8 @@ def agent_from_config(
     """An Agent over the real adapters described by ``config``.
 
     ``ports`` replaces any port by name (``boot_env``, ``slots``, ``fetcher``,
-    ``kube``, ``probes``, ``clock``, ``store``), e.g. to run against a
-    different Kube. ``events`` receives ``(event, **fields)`` for each step.
+    ``kube``, ``probes``, ``clock``, ``store``, ``adaptive``), e.g. to run
+    against a different Kube. ``events`` receives ``(event, **fields)`` for each step.
     """
     from kubesolo_entrypoints.bootstrap import build_agent
 
@@ -101,8 +102,9 @@ def agent_from_adapters(
     server: str | None = None,
     health: HealthSettings | None = None,
     events: Callable[..., None] | None = None,
+    adaptive: AdaptiveUpdater | None = None,
 ) -> Agent:
-    """An Agent over adapters you built yourself."""
+    """An Agent over adapters you built yourself (``adaptive``: chunked updates, or None)."""
     extra: dict[str, Any] = {"events": events} if events is not None else {}
     return Agent(
         boot_env=boot_env,
@@ -114,6 +116,7 @@ def agent_from_adapters(
         store=store,
         server=server,
         health=health or HealthSettings(),
+        adaptive=adaptive,
         **extra,
     )
 

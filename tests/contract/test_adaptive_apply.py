@@ -327,3 +327,55 @@ def test_apply_on_loop_devices_and_the_cli_figures(
         in text
     )
     assert "kubesolo_update_last_apply_adaptive 1.0" in text
+
+
+def _survey_of(
+    tmp_path: Path, old: bytes, new: bytes, passive: bytes, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any, list[int]]:
+    for name, content in (("A", old), ("B", passive)):
+        with (tmp_path / f"{name}.img").open("wb") as fh:
+            fh.truncate(SLOT)
+            fh.write(content)
+    slots = BlockSlotStore({s: str(tmp_path / f"{s.value}.img") for s in Slot})
+    (tmp_path / "new.img").write_bytes(new)
+    index = parse_index(publish_chunks(tmp_path / "new.img", tmp_path, level=1).index.read_bytes())
+    scans: list[int] = []
+    whole = BlockChunkedSlots._seed
+
+    def counted(self: BlockChunkedSlots, *args: Any) -> dict[bytes, int]:
+        scans.append(1)
+        return whole(self, *args)
+
+    monkeypatch.setattr(BlockChunkedSlots, "_seed", counted)
+    return index, BlockChunkedSlots(slots).survey(Slot.B, Slot.A, index), scans
+
+
+def test_a_moved_layout_is_found_by_chunking_the_whole_booted_slot(
+    tmp_path: Path, releases: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, _ = releases
+    # everything moved by three blocks (a rebuilt filesystem): nothing lines up
+    new = os.urandom(3 * 4096) + old[: -3 * 4096]
+    index, survey, scans = _survey_of(tmp_path, old, new, b"", monkeypatch)
+    assert scans == [1]
+    found = sum(c.length for c in index if c.sha256 in survey.seed)
+    assert found > IMAGE // 2
+    assert any(survey.seed[c.sha256] != c.offset for c in index if c.sha256 in survey.seed)
+
+
+def test_a_shared_layout_is_not_scanned_whole(
+    tmp_path: Path, releases: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, _ = releases
+    new = bytearray(old)
+    new[5 * MIB : 5 * MIB + 3 * 4096] = os.urandom(3 * 4096)  # a few blocks replaced in place
+    index, survey, scans = _survey_of(tmp_path, old, bytes(new), b"", monkeypatch)
+    assert scans == []
+    # the booted slot held everything else at the same offsets: found there, no scan needed
+    where: dict[bytes, set[int]] = {}
+    for c in index:
+        where.setdefault(c.sha256, set()).add(c.offset)
+    assert all(offset in where[sha] for sha, offset in survey.seed.items())
+    missing = [c for c, here in zip(index, survey.in_place, strict=True)
+               if not here and c.sha256 not in survey.seed]  # fmt: skip
+    assert 1 <= len(missing) <= 2

@@ -6,9 +6,8 @@ import hashlib
 
 import pytest
 
-from kubesolo_adapters.chunker import chunk_bytes
-from kubesolo_adapters.memory_chunks import MemoryChunkSource
-from kubesolo_core.chunks import DEFAULT_PARAMS, ChunkIndex, encode_index, parse_index
+from kubesolo_adapters.memory_chunks import MemoryChunkSource, index_for
+from kubesolo_core.chunks import DEFAULT_PARAMS, ChunkIndex, parse_index
 from kubesolo_core.release import ChunksSpec
 from tests.contract.chunks_suite import ChunkRig, ChunkSourceContract
 
@@ -21,13 +20,7 @@ class TestMemoryChunkSource(ChunkSourceContract):
         source = MemoryChunkSource()
 
         def publish(image: bytes, name: str) -> tuple[ChunksSpec, ChunkIndex]:
-            cut = list(chunk_bytes(image, DEFAULT_PARAMS))
-            index = encode_index(
-                [(n, n, h) for _, n, h in cut],
-                params=DEFAULT_PARAMS,
-                image_size=len(image),
-                raw_sha256=hashlib.sha256(image).hexdigest(),
-            )
+            index = index_for(image, DEFAULT_PARAMS)
             spec = ChunksSpec(
                 index=f"{name}.chunks",
                 sha256=hashlib.sha256(index).hexdigest(),

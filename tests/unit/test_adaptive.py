@@ -18,6 +18,7 @@ from kubesolo_adapters.memory_chunks import (
     MemoryChunkSource,
     derive_image,
     enable_adaptive,
+    index_for,
     publish_chunked,
 )
 from kubesolo_core.chunks import (
@@ -28,6 +29,7 @@ from kubesolo_core.chunks import (
     encode_index,
     parse_index,
     plan_update,
+    worth_a_full_scan,
 )
 from kubesolo_core.errors import InvalidRelease
 from kubesolo_core.lifecycle import Phase
@@ -209,6 +211,16 @@ def test_plan_accounts_for_every_chunk_once(spec: list[tuple[int, bool, bool]]) 
     assert not any(n.sha256 in seed for n in plan.fetches)
 
 
+def test_a_full_scan_only_when_much_is_still_missing() -> None:
+    index = parse_index(_index([512] * 16))
+    hashes = [c.sha256 for c in index]
+    nothing = [False] * 16
+    assert worth_a_full_scan(index, nothing, {})  # nothing found: the layout moved
+    assert not worth_a_full_scan(index, nothing, dict.fromkeys(hashes[:15], 0))
+    assert not worth_a_full_scan(index, [True] * 14 + [False] * 2, {})  # 1/8 missing: no
+    assert worth_a_full_scan(index, [True] * 13 + [False] * 3, {})
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -280,14 +292,7 @@ def test_anything_wrong_falls_back_to_the_full_image(fault: str, reason: str | N
     if fault == "index":
         override = b"garbage"
     elif fault == "other-image":
-        other = derive_image(factory, "9.9.9", changed_blocks=1)
-        cut = list(chunk_bytes(other, SMALL_PARAMS))
-        override = encode_index(
-            [(n, n, h) for _, n, h in cut],
-            params=SMALL_PARAMS,
-            image_size=len(other),
-            raw_sha256=hashlib.sha256(other).hexdigest(),
-        )
+        override = index_for(derive_image(factory, "9.9.9", changed_blocks=1))
     doc = publish_chunked(box, source, image, "1.1.0", index_override=override)
     if fault == "no-index":
         del doc["image"]["chunks"]
