@@ -124,19 +124,19 @@ class MemoryChunkedSlots:
     head: int = 512
 
     def survey(self, target: Slot, seed: Slot | None, index: ChunkIndex) -> Survey:
-        here = self.slots.contents.get(target) or b""
+        passive = self.slots.contents.get(target) or b""
         in_place = tuple(
-            hashlib.sha256(here[c.offset : c.offset + c.length]).digest() == c.sha256
-            and len(here) >= c.offset + c.length
+            hashlib.sha256(passive[c.offset : c.offset + c.length]).digest() == c.sha256
+            and len(passive) >= c.offset + c.length
             for c in index
         )
         seeds: dict[bytes, int] = {}
         there = self.slots.contents.get(seed) if seed is not None and seed is not target else None
         if there:
             # as the real slots do: the same offsets first, the whole slot when the layout moved
-            for c, here in zip(index, in_place, strict=True):
+            for c, kept in zip(index, in_place, strict=True):
                 part = there[c.offset : c.offset + c.length]
-                if not here and hashlib.sha256(part).digest() == c.sha256:
+                if not kept and hashlib.sha256(part).digest() == c.sha256:
                     seeds.setdefault(c.sha256, c.offset)
             if worth_a_full_scan(index, in_place, seeds):
                 wanted = {c.sha256 for c in index}
