@@ -61,14 +61,14 @@ def child(release_url: str, dev_a: str, dev_b: str, adaptive: str) -> None:
     from kubesolo_adapters.blockdev import BlockSlotStore
     from kubesolo_adapters.chunkfetch import HttpChunkSource
     from kubesolo_adapters.chunkwriter import BlockChunkedSlots
-    from kubesolo_adapters.http import HttpFetcher
-    from kubesolo_adapters.memory import (
+    from kubesolo_adapters.fakes import (
         MemoryBootEnv,
         MemoryClock,
         MemoryKube,
         MemoryProbes,
         MemoryStateStore,
     )
+    from kubesolo_adapters.http import HttpFetcher
     from kubesolo_core.adaptive import AdaptiveUpdater
     from kubesolo_core.bootmodel import GrubModel
     from kubesolo_core.services import Agent

@@ -83,7 +83,7 @@ def chunk_fd(
 
 
 def chunk_bytes(data: bytes, params: ChunkParams) -> Iterator[tuple[int, int, bytes]]:
-    """Chunk ``data`` in memory (the in-memory slots of kubesolo_adapters.memory_chunks)."""
+    """Chunk ``data`` in memory (the in-memory slots of kubesolo_adapters.fakes.chunks)."""
 
     view = memoryview(data)
     pieces = (view[i : i + _BUFFER] for i in range(0, len(data), _BUFFER))

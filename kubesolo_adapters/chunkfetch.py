@@ -25,9 +25,9 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 
 from kubesolo_adapters.http import HttpFetcher, _check_scheme, _Download, _local_path
 from kubesolo_adapters.streams import hashed
@@ -35,6 +35,9 @@ from kubesolo_core.adaptive import Fetched
 from kubesolo_core.chunks import INDEX_LIMIT, Need, chunk_path
 from kubesolo_core.errors import FetchError
 from kubesolo_core.release import ChunksSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpChunkSource", "unpack_chunk"]
 

@@ -1,9 +1,11 @@
 """The adaptive half of the block-device and image-file slots: the ChunkedSlots port for real.
 
 It works on the slots :class:`~kubesolo_adapters.blockdev.BlockSlotStore`
-resolves, and opens the passive slot for writing only through that store's
-own ``_open_for_write`` (O_EXCL on a device, no create, no truncate), so
-every guard on the full writer's open covers this writer too.
+resolves, and opens the passive slot for writing only through
+:func:`kubesolo_adapters.slotguard.open_slot_for_write`, as the full writer
+(:mod:`kubesolo_adapters.slotwriter`) does: the slot is proven, on the open
+descriptor, not to be the other slot, a mounted filesystem or a disk holding
+them, and a block device is opened with O_EXCL.
 
 * ``survey`` reads the passive slot at each chunk's range and hashes it (a
   chunk that already matches stays in place), then reads the booted slot at
@@ -35,13 +37,17 @@ from collections.abc import Iterator
 
 import attrs
 
-from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore, _read_head, _Target
+from kubesolo_adapters import slotguard
+from kubesolo_adapters.blockdev import BlockSlotStore
 from kubesolo_adapters.chunker import chunk_fd, read_ahead, read_exact
+from kubesolo_adapters.fsversion import read_head
+from kubesolo_adapters.slotfind import Target, size_of
+from kubesolo_adapters.slotwriter import HEAD_BYTES, _drop_cache, _read_back
 from kubesolo_core.adaptive import ChunkWrite, FetchChunks, Fetched, Survey
 from kubesolo_core.chunks import ChunkIndex, Need, Plan, worth_a_full_scan
 from kubesolo_core.errors import SlotError, VerifyError
 from kubesolo_core.ports import Progress
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import ImageSpec, verify_written
 from kubesolo_core.slots import Slot
 
 __all__ = ["BlockChunkedSlots", "ext_size"]
@@ -154,7 +160,7 @@ class BlockChunkedSlots:
 
     @staticmethod
     def _positional(
-        src: _Target | None, index: ChunkIndex, in_place: tuple[bool, ...]
+        src: Target | None, index: ChunkIndex, in_place: tuple[bool, ...]
     ) -> dict[bytes, int]:
         """Chunks the seed slot holds at the same offset as the new image (not in place)."""
         seeds: dict[bytes, int] = {}
@@ -182,7 +188,7 @@ class BlockChunkedSlots:
         return seeds
 
     @staticmethod
-    def _in_place(dest: _Target, index: ChunkIndex) -> tuple[bool, ...]:
+    def _in_place(dest: Target, index: ChunkIndex) -> tuple[bool, ...]:
         found = [False] * len(index)
         if dest.kind is None or dest.path is None:
             return tuple(found)
@@ -218,11 +224,11 @@ class BlockChunkedSlots:
             os.close(fd)
         return tuple(found)
 
-    def _seed(self, src: _Target | None, index: ChunkIndex) -> dict[bytes, int]:
+    def _seed(self, src: Target | None, index: ChunkIndex) -> dict[bytes, int]:
         if src is None or src.kind is None or src.path is None:
             return {}
-        capacity = self.store._size(src) or 0
-        head = _read_head(src.path) or b""
+        capacity = size_of(src) or 0
+        head = read_head(src.path) or b""
         # The booted slot's image ends where its filesystem ends; a partition may be larger.
         size = min(capacity, ext_size(head) or index.image_size)
         wanted = {index.hashes[i : i + 32] for i in range(0, len(index.hashes), 32)}
@@ -264,15 +270,20 @@ class BlockChunkedSlots:
                 way_out="check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)",
             )
         path = dest.path
-        capacity = self.store._size(dest)
+        capacity = size_of(dest)
         if capacity is None or image.raw_size > capacity:
             raise SlotError(
                 f"slot {target.value} ({path}) holds {capacity} bytes, the image needs "
                 f"{image.raw_size}; nothing was written"
             )
         src = self.store._resolve(seed) if seed is not None and plan.copies else None
-        # The one open-for-write of a slot (O_EXCL on a device): the store's own.
-        wfd = self.store._open_for_write(target, dest)
+        # The one open-for-write of a slot, guarded as the full writer's is.
+        wfd = slotguard.open_slot_for_write(
+            path,
+            target_name=f"slot {target.value}",
+            survivors=self.store._survivors(target),
+            exclusive=dest.kind == "block",
+        )
         rfd = -1
         sfd = -1
         fetched: Iterator[Fetched] = iter(())
@@ -321,8 +332,8 @@ class BlockChunkedSlots:
                     if progress is not None:
                         progress(done, image.raw_size)
             writer.finish()
-            self.store._drop_cache(wfd, dest)
-            digest = self.store._read_back(path, dest, image.raw_size)
+            _drop_cache(wfd, dest)
+            digest = _read_back(path, dest, image.raw_size, self.store.chunk_size)
         finally:
             close = getattr(fetched, "close", None)
             if close is not None:
@@ -330,13 +341,10 @@ class BlockChunkedSlots:
             for fd in (sfd, rfd, wfd):
                 if fd >= 0:
                     os.close(fd)
-        if digest != image.raw_sha256:
-            raise VerifyError(
-                f"slot {target.value} ({path}) reads back SHA-256 {digest} over "
-                f"{image.raw_size} bytes after the chunked write, the release says "
-                f"{image.raw_sha256}",
-                way_out="the slot is not staged; a full download follows",
-            )
+        # _read_back reads exactly raw_size bytes or raises: the length is the image's.
+        verify_written(
+            image, length=image.raw_size, sha256=digest, where=f"slot {target.value} ({path})"
+        )
         return ChunkWrite(
             raw_sha256=digest,
             copied=copied,

@@ -180,7 +180,9 @@ class AdaptiveUpdater:
             chunks=plan.chunks,
             requests=done.requests,
         )
-        result = WriteResult(written=done.written, raw_sha256=done.raw_sha256, served_sha256="")
+        # ``written`` of a WriteResult counts the image's raw bytes now on the slot (as read
+        # back), whether written now or found in place; the bytes written are in the stats.
+        result = WriteResult(written=image.raw_size, raw_sha256=done.raw_sha256, served_sha256="")
         return result, stats
 
 

@@ -24,21 +24,22 @@ from typing import Any
 
 import pytest
 
-from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore
+from kubesolo_adapters.blockdev import BlockSlotStore
 from kubesolo_adapters.chunkfetch import HttpChunkSource
 from kubesolo_adapters.chunkstore import publish_chunks
 from kubesolo_adapters.chunkwriter import BlockChunkedSlots, ext_size
-from kubesolo_adapters.memory import (
+from kubesolo_adapters.fakes import (
     MemoryBootEnv,
     MemoryClock,
     MemoryKube,
     MemoryProbes,
     MemoryStateStore,
 )
+from kubesolo_adapters.slotwriter import HEAD_BYTES
 from kubesolo_core.adaptive import AdaptiveUpdater
 from kubesolo_core.bootmodel import GrubModel
 from kubesolo_core.chunks import chunk_path, parse_index, plan_update
-from kubesolo_core.errors import FetchError, SlotError
+from kubesolo_core.errors import FetchError, SlotConflict, SlotError
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.release import parse_release
 from kubesolo_core.services import Agent
@@ -266,14 +267,18 @@ def test_survey_reads_the_filesystem_size_of_the_booted_slot(releases: tuple[byt
     assert ext_size(os.urandom(4096)) is None
 
 
-def test_a_mounted_passive_slot_is_refused_by_the_same_exclusive_open(
+def test_a_mounted_passive_slot_is_refused_by_the_slot_guard(
     tmp_path: Path, nginx: Nginx, releases: tuple[bytes, bytes]
 ) -> None:
+    """The identity guard (issue 8) covers the chunked writer: before apply, and on its open."""
     require_root()
     require_tool("losetup", "mount")
-    old, _ = releases
+    old, new = releases
     _slots(tmp_path, releases, old)
-    _, url = _publish(nginx, releases)
+    folder, url = _publish(nginx, releases)
+    doc = json.loads((folder / "release.json").read_text())
+    index = parse_index((folder / doc["image"]["chunks"]["index"]).read_bytes())
+    image = parse_release(doc).image
     with (
         attached(tmp_path / "A.img") as dev_a,
         attached(tmp_path / "B.img") as dev_b,
@@ -281,9 +286,19 @@ def test_a_mounted_passive_slot_is_refused_by_the_same_exclusive_open(
     ):
         slots = BlockSlotStore({Slot.A: dev_a, Slot.B: dev_b})
         before = Path(dev_b).read_bytes()[:IMAGE]
-        with pytest.raises(SlotError, match="mounted/in use"):
+        with pytest.raises(SlotConflict, match="mounted"):
             _agent(slots, url, []).apply()
+        # and the writer itself, called past apply's check, opens only through the guard
+        writer = BlockChunkedSlots(slots)
+        survey = writer.survey(Slot.B, Slot.A, index)
+        plan = plan_update(index, survey.in_place, survey.seed)
+        assert plan.copies or plan.fetches
+        with pytest.raises(SlotError, match="mounted"):
+            writer.write_plan(
+                Slot.B, seed=Slot.A, index=index, plan=plan, fetch=lambda _: iter(()), image=image
+            )
         assert Path(dev_b).read_bytes()[:IMAGE] == before
+        assert new != before
 
 
 def test_apply_on_loop_devices_and_the_cli_figures(
@@ -295,7 +310,7 @@ def test_apply_on_loop_devices_and_the_cli_figures(
     old, new = releases
     _slots(tmp_path, releases, old)
     _, url = _publish(nginx, releases)
-    from kubesolo_adapters.grubenv import PythonBackend
+    from kubesolo_adapters.grubenvfile import PythonBackend
     from kubesolo_entrypoints import metrics
     from kubesolo_entrypoints.config import Settings
 

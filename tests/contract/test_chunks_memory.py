@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from kubesolo_adapters.memory_chunks import MemoryChunkSource, index_for
+from kubesolo_adapters.fakes.chunks import MemoryChunkSource, index_for
 from kubesolo_core.chunks import DEFAULT_PARAMS, ChunkIndex, parse_index
 from kubesolo_core.release import ChunksSpec
 from tests.contract.chunks_suite import ChunkRig, ChunkSourceContract

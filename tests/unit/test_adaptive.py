@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubesolo_adapters.chunker import chunk_bytes
-from kubesolo_adapters.memory import MemoryBox, make_image
-from kubesolo_adapters.memory_chunks import (
+from kubesolo_adapters.fakes import MemoryBox, make_image
+from kubesolo_adapters.fakes.chunks import (
     SMALL_PARAMS,
     MemoryChunkSource,
     derive_image,

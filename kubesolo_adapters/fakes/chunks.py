@@ -1,12 +1,12 @@
 """Adaptive updates in memory: a chunk store with faults, chunked slots with power cuts.
 
-Ships in the package beside :mod:`kubesolo_adapters.memory` for the same
+Ships in the package beside :mod:`kubesolo_adapters.fakes.memory` for the same
 reasons (library users, the simulator, the unit tier). It keeps the real
 adapters' rules: the same chunker (kubesolo_adapters.chunker) and index
 format, a chunk checked before it is written, only differing blocks
 written, the first ``head`` bytes written last, the slot read back against
 ``raw_sha256``. Each chunk write is one durable write on the box's
-:class:`~kubesolo_adapters.memory.Power` rail, so the crash-point tests can
+:class:`~kubesolo_adapters.fakes.power.Power` rail, so the crash-point tests can
 cut the power between any two of them; a cut tears the chunk being written.
 
 Faults: a chunk that is missing from the store or served corrupt, an index
@@ -23,13 +23,10 @@ from typing import Any
 import attrs
 
 from kubesolo_adapters.chunker import chunk_bytes
-from kubesolo_adapters.memory import (
-    MemoryBox,
-    MemorySlotStore,
-    PowerCut,
-    _resolve,
-    make_image,
-)
+from kubesolo_adapters.fakes.box import MemoryBox
+from kubesolo_adapters.fakes.images import make_image
+from kubesolo_adapters.fakes.memory import MemorySlotStore, _resolve
+from kubesolo_adapters.fakes.power import PowerCut
 from kubesolo_core.adaptive import (
     AdaptiveUpdater,
     ChunkWrite,
