@@ -89,10 +89,13 @@ def child(release_url: str, dev_a: str, dev_b: str, adaptive: str) -> None:
 
         setattr(owner, name, wrapper)
 
+    from kubesolo_adapters import chunkwriter, slotwriter
+
     timed(BlockChunkedSlots, "survey")
     timed(BlockChunkedSlots, "write_plan")
-    timed(BlockSlotStore, "_read_back")
     timed(BlockSlotStore, "write_image")
+    timed(slotwriter, "_read_back")  # the full writer's read-back
+    chunkwriter._read_back = slotwriter._read_back  # ... which the chunked writer shares
     model = GrubModel()
     agent = Agent(
         boot_env=MemoryBootEnv(model=model, env=model.initial(Slot.A)),
