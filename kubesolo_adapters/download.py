@@ -126,6 +126,8 @@ class Download:
     size: int
     attempts: int = 0
     failures: int = 0
+    #: close the client when the stream ends (False: a client shared by many downloads)
+    own_client: bool = True
 
     @property
     def _max_attempts(self) -> int:
@@ -299,4 +301,5 @@ class Download:
         finally:
             if response is not None:
                 response.close()
-            self.client.close()
+            if self.own_client:
+                self.client.close()

@@ -31,6 +31,21 @@ _HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 
 
 @attrs.frozen(kw_only=True)
+class ChunksSpec:
+    """The optional chunk index of an image (adaptive updates, kubesolo_core.chunks).
+
+    ``index`` and ``store`` are URLs relative to the release document (or
+    absolute); the index is trusted through ``sha256`` and ``size`` named
+    here, so it is vouched for exactly like the image.
+    """
+
+    index: str
+    sha256: str
+    size: int
+    store: str = "chunks/"
+
+
+@attrs.frozen(kw_only=True)
 class ImageSpec:
     """The image of a release: what is served and what must end up on the slot."""
 
@@ -40,6 +55,7 @@ class ImageSpec:
     compression: str = "none"
     raw_size: int
     raw_sha256: str
+    chunks: ChunksSpec | None = None
 
 
 def verify_written(image: ImageSpec, *, length: int, sha256: str, where: str) -> None:
@@ -163,6 +179,7 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
         raw_sha = _need(image, "raw_sha256", str, "image.")
     raw_size = _size(raw_size, "image.raw_size")
     raw_sha = _sha(raw_sha, "image.raw_sha256")
+    chunks = _chunks(image.get("chunks"))
     min_from_text = doc.get("min_from_version")
     min_from = None
     if min_from_text is not None:
@@ -179,9 +196,28 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
             compression=compression,
             raw_size=raw_size,
             raw_sha256=raw_sha,
+            chunks=chunks,
         ),
         min_from_version=min_from,
     )
+
+
+def _chunks(value: Any) -> ChunksSpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRelease("release document: image.chunks must be an object")
+    index = _need(value, "index", str, "image.chunks.")
+    if not index:
+        raise InvalidRelease("release document: image.chunks.index is empty")
+    sha = _sha(_need(value, "sha256", str, "image.chunks."), "image.chunks.sha256")
+    size = _need(value, "size", int, "image.chunks.")
+    if size <= 0:
+        raise InvalidRelease(f"release document: image.chunks.size must be > 0, got {size}")
+    store = value.get("store", "chunks/")
+    if not isinstance(store, str) or not store:
+        raise InvalidRelease("release document: image.chunks.store must be a non-empty string")
+    return ChunksSpec(index=index, sha256=sha, size=size, store=store)
 
 
 def release_document(release: Release) -> dict[str, Any]:
@@ -191,6 +227,8 @@ def release_document(release: Release) -> dict[str, Any]:
         "version": str(release.version),
         "image": attrs.asdict(release.image),
     }
+    if release.image.chunks is None:
+        del doc["image"]["chunks"]
     if release.min_from_version is not None:
         doc["min_from_version"] = str(release.min_from_version)
     return doc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 from kubesolo_core.bootmodel import BootView
+from kubesolo_core.chunks import AdaptiveStats
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import HealthReport, PreflightReport
 from kubesolo_core.ports import SlotInfo, WriteResult
@@ -87,6 +88,8 @@ class ApplyResult:
     message: str
     preflight: PreflightReport | None = None
     write: WriteResult | None = None
+    #: bytes reused in place, copied from the booted slot, downloaded, written
+    stats: AdaptiveStats | None = None
 
 
 @attrs.frozen(kw_only=True)

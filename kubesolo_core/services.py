@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+from kubesolo_core.adaptive import AdaptiveUpdater, write_release
 from kubesolo_core.admission import admit, held_back
 from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
@@ -69,6 +70,8 @@ class Agent:
     server: str | None = None
     health: HealthSettings = attrs.field(factory=HealthSettings)
     events: EventSink = _no_events
+    #: chunked (adaptive) updates when a release offers a chunk index; None = always full
+    adaptive: AdaptiveUpdater | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -230,8 +233,17 @@ class Agent:
             state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
-            chunks = self.fetcher.open_image(self.server, release.image)
-            result = self.slots.write_image(target, chunks, release.image, progress)
+            result, stats = write_release(
+                slots=self.slots,
+                fetcher=self.fetcher,
+                adaptive=self.adaptive,
+                target=target,
+                seed=booted,
+                release_url=self.server,
+                image=release.image,
+                progress=progress,
+                events=self.events,
+            )
             # The store verified its read-back; the services do not take its word for it.
             verify_written(
                 release.image,
@@ -250,6 +262,7 @@ class Agent:
             changed=True,
             preflight=report,
             write=result,
+            stats=stats,
             message=f"{release.version} staged on slot {target.value} (verified)",
         )
 

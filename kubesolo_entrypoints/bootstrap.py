@@ -19,6 +19,7 @@ from kubesolo_core.services import Agent
 from kubesolo_core.slots import Slot
 
 if TYPE_CHECKING:
+    from kubesolo_core.adaptive import AdaptiveUpdater
     from kubesolo_core.ports import (
         BootEnv,
         Clock,
@@ -75,6 +76,23 @@ def build_slots(settings: Settings) -> SlotStore:
     return BlockSlotStore({Slot.A: settings.slot_a, Slot.B: settings.slot_b})
 
 
+def build_adaptive(settings: Settings, slots: SlotStore) -> AdaptiveUpdater | None:
+    """The adaptive ports over ``slots`` (block devices and image files); None when off.
+
+    ``adaptive=false`` in update.conf, or slots that are not the real block
+    slots (a fake given by a test), leave the agent on full images.
+    """
+    from kubesolo_adapters.blockdev import BlockSlotStore
+
+    if not settings.adaptive or not isinstance(slots, BlockSlotStore):
+        return None
+    from kubesolo_adapters.chunkfetch import HttpChunkSource
+    from kubesolo_adapters.chunkwriter import BlockChunkedSlots
+    from kubesolo_core.adaptive import AdaptiveUpdater
+
+    return AdaptiveUpdater(source=HttpChunkSource(), slots=BlockChunkedSlots(slots))
+
+
 def health_settings(settings: Settings) -> HealthSettings:
     """The health knobs of ``settings``."""
     return HealthSettings(
@@ -97,8 +115,13 @@ def bootstrap(
     clock: Clock | None = None,
     store: StateStore | None = None,
     health: HealthSettings | None = None,
+    adaptive: AdaptiveUpdater | None = None,
 ) -> Agent:
-    """An Agent over the adapters ``settings`` describe; any port given is used instead."""
+    """An Agent over the adapters ``settings`` describe; any port given is used instead.
+
+    ``adaptive`` (chunked updates) defaults to the chunk source and chunked
+    writer over the real slots, when ``settings.adaptive`` is on.
+    """
     if fetcher is None:
         from kubesolo_entrypoints.trust import build_fetcher
 
@@ -121,9 +144,10 @@ def bootstrap(
         from kubesolo_adapters.statefile import JsonStateStore
 
         store = JsonStateStore(settings.state)
+    slots = slots or build_slots(settings)
     return Agent(
         boot_env=boot_env or build_boot_env(settings),
-        slots=slots or build_slots(settings),
+        slots=slots,
         fetcher=fetcher,
         kube=kube,
         probes=probes,
@@ -131,5 +155,6 @@ def bootstrap(
         store=store,
         server=settings.server,
         health=health or health_settings(settings),
+        adaptive=adaptive if adaptive is not None else build_adaptive(settings, slots),
         **({"events": events} if events is not None else {}),
     )

@@ -141,7 +141,6 @@ def apply(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Preflight, download, write and verify the new image into the passive slot -> staged."""
-    from kubesolo_core.codec import unstructure_state
     from kubesolo_entrypoints import records, render, trust
     from kubesolo_entrypoints.progress import ProgressBar
 
@@ -166,11 +165,14 @@ def apply(
         update_available=result.changed,
         unsigned=view["unsigned"],
     )
-    if not json_out:
-        tell(result.message)
+    if result.stats is not None:
+        records.note_apply(state, agent.clock.now(), result)
+    if json_out:
+        tell(render.dumps({"ok": True, "refusals": [], "trust": view, **render.apply_doc(result)}))
         return
-    doc = {"ok": True, "changed": result.changed, "message": result.message, "refusals": []}
-    tell(render.dumps({**doc, "trust": view, "state": unstructure_state(result.state)}))
+    tell(result.message)
+    if result.stats is not None:
+        tell("  " + render.stats_text(result.stats))
 
 
 @app.command()

@@ -5,7 +5,7 @@ and the environment variable ``KUBESOLO_UPDATE_SOME_THING`` (``--config`` only
 as a flag or the variable: a config file cannot name another). A few keys
 have no flag because they only matter on unusual boxes or in tests
 (``boot_id``, ``device_tree``, ``grubenv_backend``, ``settle_timeout``,
-``log_format``); the healthcheck keys (``healthcheck_url``,
+``log_format``, ``adaptive``); the healthcheck keys (``healthcheck_url``,
 ``auto_rollback_after``, ``kube_system_settle``) are also flags of the
 ``healthcheck`` command.
 
@@ -189,6 +189,10 @@ class Settings:
     device_tree: Path = key(Path("/proc/device-tree"), v.path, option=None)
     grubenv_backend: str = key("python", v.choice(GRUBENV_BACKENDS), option=None)
     log_format: str = key("auto", v.choice(LOG_FORMATS), option=None)
+    adaptive: bool = key(
+        True, v.boolean, option=None,
+        hint="true (chunks when a release offers them) or false (always the full image)",
+    )  # fmt: skip
 
 
 #: the keys, in the order of ``--help`` and ``config show``

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from kubesolo_core.adaptive import AdaptiveUpdater
 from kubesolo_core.bootmodel import Bootloader
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.ports import (
@@ -95,10 +96,12 @@ def agent_from_config(
     probes: HealthProbes | None = None,
     clock: Clock | None = None,
     store: StateStore | None = None,
+    adaptive: AdaptiveUpdater | None = None,
 ) -> Agent:
     """An Agent over the real adapters described by ``config``.
 
-    Any port given replaces its real adapter (e.g. a different Kube).
+    Any port given replaces its real adapter (e.g. a different Kube);
+    ``adaptive`` the chunked-update ports (by default built over real slots).
     ``events`` receives ``(event, **fields)`` for each step. An agent over
     adapters you built yourself is just ``Agent(boot_env=..., slots=..., ...)``.
     """
@@ -115,6 +118,7 @@ def agent_from_config(
         probes=probes,
         clock=clock,
         store=store,
+        adaptive=adaptive,
     )
 
 

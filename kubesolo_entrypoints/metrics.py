@@ -24,6 +24,11 @@ Series (the first three are the names of the original design):
   ``kubesolo_update_available``: the last ``check``/``apply`` against the server;
 * ``kubesolo_update_last_healthcheck_timestamp_seconds``,
   ``kubesolo_update_health_check_ok{check}``: the last ``healthcheck``, per check;
+* ``kubesolo_update_last_apply_timestamp_seconds``, ``kubesolo_update_last_apply_adaptive``
+  (1 when the slot was built from chunks, 0 for a full image),
+  ``kubesolo_update_last_apply_bytes{kind}`` (``image``, ``in_place``, ``copied``,
+  ``downloaded``, ``written``) and ``kubesolo_update_last_apply_chunk_requests``: the
+  figures of the last apply that wrote a slot (``last-apply.json``);
 * ``kubesolo_update_info{bootloader,from_version,to_version,target_slot}``: always 1;
 * ``kubesolo_update_source_ok{source}``: 0 when state.json or the boot env cannot be read;
 * ``kubesolo_update_refusal{reason}``: 1 for each reason the last check/apply was held back
@@ -220,6 +225,8 @@ class UpdateCollector:
         fam.add_metric([trust["mode"], trust.get("channel", "")], 1.0)
         yield fam
 
+        yield from _last_apply(self.settings, gauge)
+
         info = gauge(
             "info",
             "The update in view (always 1)",
@@ -239,6 +246,35 @@ class UpdateCollector:
         src.add_metric(["state"], 1.0 if state_ok else 0.0)
         src.add_metric(["bootenv"], 1.0 if view is not None else 0.0)
         yield src
+
+
+def _last_apply(settings: Settings, gauge: Any) -> Iterator[Any]:
+    doc = records.read_record(records.record_path(settings.state, records.APPLY_FILE))
+    at = records.record_time(doc)
+    if doc is None or at is None:
+        return
+    g = gauge("last_apply_timestamp_seconds", "Time of the last apply that wrote a slot")
+    g.add_metric([], at)
+    yield g
+    g = gauge("last_apply_adaptive", "1 when the last apply built the slot from chunks")
+    g.add_metric([], 1.0 if doc.get("mode") == "adaptive" else 0.0)
+    yield g
+    fam = gauge(
+        "last_apply_bytes",
+        "Bytes of the last apply: image size, reused in place, copied from the booted slot, "
+        "downloaded, written",
+        ["kind"],
+    )
+    for kind in ("image", "in_place", "copied", "downloaded", "written"):
+        value = doc.get(f"{kind}_bytes")
+        if isinstance(value, int) and not isinstance(value, bool):
+            fam.add_metric([kind], float(value))
+    yield fam
+    requests = doc.get("requests")
+    if isinstance(requests, int) and not isinstance(requests, bool):
+        g = gauge("last_apply_chunk_requests", "Chunk files the last apply fetched")
+        g.add_metric([], float(requests))
+        yield g
 
 
 def registry_for(settings: Settings, boot_env: BootEnv | None = None) -> Any:

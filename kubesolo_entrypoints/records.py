@@ -1,4 +1,4 @@
-"""Small side records next to state.json: the last ``check`` and the last ``healthcheck``.
+"""Small side records next to state.json: the last ``check``, ``healthcheck`` and ``apply``.
 
 ``check`` is a passive query that must not change the UpdateState, yet an
 operator's dashboard wants to know when the box last asked the server and
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kubesolo_core.results import HealthOutcome
+    from kubesolo_core.results import ApplyResult, HealthOutcome
     from kubesolo_core.versions import Version
 
 CHECK_FILE = "last-check.json"
 HEALTH_FILE = "last-health.json"
+#: the byte figures of the last apply that wrote a slot (adaptive or full)
+APPLY_FILE = "last-apply.json"
 
 
 def record_path(state: Path, name: str) -> Path:
@@ -97,3 +99,14 @@ def note_health(state: Path, now: dt.datetime, outcome: HealthOutcome) -> None:
     """Record the last ``healthcheck``: healthy or not, one boolean per check."""
     doc = {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}}
     write_record(record_path(state, HEALTH_FILE), doc, now)
+
+
+def note_apply(state: Path, now: dt.datetime, result: ApplyResult) -> None:
+    """Record the byte figures of the last apply that wrote a slot (for the metrics)."""
+    from kubesolo_entrypoints.render import stats_doc
+
+    if result.stats is None:
+        return
+    version = result.state.to_version
+    doc = {"version": None if version is None else str(version), **stats_doc(result.stats)}
+    write_record(record_path(state, APPLY_FILE), doc, now)

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 from kubesolo_core.codec import to_jsonable, unstructure_state
 
 if TYPE_CHECKING:
+    from kubesolo_core.chunks import AdaptiveStats
     from kubesolo_core.policies import HealthReport
-    from kubesolo_core.results import CheckResult, HealthOutcome, StatusReport
+    from kubesolo_core.results import ApplyResult, CheckResult, HealthOutcome, StatusReport
 
 
 def dumps(doc: Any) -> str:
@@ -176,3 +177,44 @@ def report_lines(report: HealthReport) -> list[str]:
         f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.reason}" if c.reason else "")
         for c in report.checks
     ]
+
+
+def stats_doc(stats: AdaptiveStats) -> dict[str, Any]:
+    """The byte figures of an apply (``apply --json`` and the last-apply record)."""
+    return {
+        "mode": stats.mode,
+        "image_bytes": stats.image_size,
+        "in_place_bytes": stats.in_place,
+        "copied_bytes": stats.copied,
+        "downloaded_bytes": stats.downloaded,
+        "written_bytes": stats.written,
+        "chunks": stats.chunks,
+        "requests": stats.requests,
+        "fallback": stats.fallback,
+    }
+
+
+def apply_doc(result: ApplyResult) -> dict[str, Any]:
+    """``apply --json``."""
+    return {
+        "changed": result.changed,
+        "message": result.message,
+        "state": to_jsonable(unstructure_state(result.state)),
+        "stats": stats_doc(result.stats) if result.stats is not None else None,
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def stats_text(stats: AdaptiveStats) -> str:
+    """One line: where the image's bytes came from and what was written."""
+    if stats.mode == "adaptive":
+        return (
+            f"chunks: {_mib(stats.in_place)} already in place, {_mib(stats.copied)} copied "
+            f"from the booted slot, {_mib(stats.downloaded)} downloaded "
+            f"({stats.requests} of {stats.chunks} chunks), {_mib(stats.written)} written"
+        )
+    why = f" (chunks not used: {stats.fallback})" if stats.fallback else ""
+    return f"full image: {_mib(stats.downloaded)} downloaded, {_mib(stats.written)} written{why}"

@@ -12,6 +12,7 @@ pkgs=(
   containerd                                      # a real containerd for the probe's contract case
   openssl                                         # the https test makes a self-signed certificate
   zstd gzip curl
+  casync                                          # bench/adaptive.py: the reference row
 )
 missing=()
 for p in "${pkgs[@]}"; do

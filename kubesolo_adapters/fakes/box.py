@@ -18,6 +18,7 @@ from kubesolo_adapters.fakes.memory import (
 )
 from kubesolo_adapters.fakes.power import Power
 from kubesolo_adapters.sandbox import build_release
+from kubesolo_core.adaptive import AdaptiveUpdater
 from kubesolo_core.bootmodel import Bootloader, BootModel, GrubModel, TrybootModel
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.release import release_document
@@ -55,6 +56,8 @@ class MemoryBox(Generic[E]):
     server: str = SERVER
     boots: int = 0
     boot_log: list[tuple[Slot, bool]] = attrs.field(factory=list)
+    #: adaptive ports (kubesolo_adapters.fakes.chunks.enable_adaptive); None = full images only
+    adaptive: AdaptiveUpdater | None = None
 
     @classmethod
     def create(
@@ -99,6 +102,7 @@ class MemoryBox(Generic[E]):
             store=self.store,
             server=self.server,
             health=health or HealthSettings(kube_system_settle=0, settle_timeout=0),
+            adaptive=self.adaptive,
         )
 
     def publish(
