@@ -326,7 +326,11 @@ def test_apply_on_loop_devices_and_the_cli_figures(
              "--slot-a", dev_a, "--slot-b", dev_b, "--cmdline", str(tmp_path / "cmdline"),
              "apply", "--json"],
             capture_output=True, text=True, timeout=120, check=False,
-            env={**os.environ, "KUBESOLO_UPDATE_BOOT_ID": str(tmp_path / "cmdline")},
+            env={
+                **os.environ,
+                "KUBESOLO_UPDATE_BOOT_ID": str(tmp_path / "cmdline"),
+                "KUBESOLO_UPDATE_ALLOW_UNSIGNED": "true",  # a plain release document
+            },
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert Path(dev_b).read_bytes()[:IMAGE] == new
