@@ -1,0 +1,109 @@
+"""The agent inside the guest: this checkout's wheel and its runtime dependencies.
+
+``pip wheel`` builds the wheel from the working tree, and ``pip install
+--target`` puts it with its dependencies into the slot's dist-packages, using
+the wheels of the very versions the test environment runs (a constraints
+file made from it), for CPython 3.11 on manylinux x86_64: Debian's 3.11 has
+the same ABI as the host's, so zstandard's and pydantic-core's compiled
+extensions load in the guest. The console script pip writes names the host's
+interpreter; the slot gets its own, pointing at the guest's python3.11.
+Everything is compiled to unchecked-hash pycs by the guest's interpreter,
+then imported by it once, on the host, as a check that nothing is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.hardware.wholebox.runtime import compile_tree, run_guest_python
+
+__all__ = ["DIST_PACKAGES", "LAUNCHER", "REPO", "install_agent", "source_digest"]
+
+REPO = Path(__file__).resolve().parents[3]
+#: where Debian's python3.11 finds packages that are not in the standard library
+DIST_PACKAGES = "usr/lib/python3/dist-packages"
+LAUNCHER = "usr/bin/kubesolo-update"
+_SOURCES = ("kubesolo_core", "kubesolo_adapters", "kubesolo_entrypoints")
+_NOT_PINNED = {"kubesolo-update", "pip", "setuptools", "wheel"}
+
+_LAUNCHER_TEXT = """#!/usr/bin/python3.11 -I
+import sys
+
+from kubesolo_entrypoints.cli import main
+
+sys.exit(main())
+"""
+
+
+def source_digest() -> str:
+    """A digest of everything the wheel is built from (the agent's code and metadata)."""
+    digest = hashlib.sha256()
+    files = [REPO / "pyproject.toml", REPO / "README.md"]
+    for package in _SOURCES:
+        files += sorted(p for p in (REPO / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def pins() -> list[str]:
+    """``name==version`` of every distribution in the running environment."""
+    found = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() not in _NOT_PINNED:
+            found[name.lower()] = f"{name}=={dist.version}"
+    return sorted(found.values())
+
+
+def _pip(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pip {args[0]} failed: {(done.stderr or done.stdout)[-800:]}")
+
+
+def install_agent(root: Path) -> list[str]:
+    """Install the agent into the staging ``root``; return the distributions it holds."""
+    target = root / DIST_PACKAGES
+    with tempfile.TemporaryDirectory(prefix="ksolo-wheel-") as tmp:
+        wheels = Path(tmp) / "wheels"
+        _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(REPO))
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(pins()) + "\n")
+        _pip(
+            "install", "--quiet", "--no-compile", "--target", str(target),
+            "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+            "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+            "--constraint", str(constraints), *map(str, wheels.glob("*.whl")),
+        )  # fmt: skip
+    shutil.rmtree(target / "bin", ignore_errors=True)
+    launcher = root / LAUNCHER
+    launcher.parent.mkdir(parents=True, exist_ok=True)
+    launcher.write_text(_LAUNCHER_TEXT)
+    launcher.chmod(0o755)
+    compile_tree(root, target)
+    check = run_guest_python(
+        root,
+        "-I",
+        "-c",
+        "import sys; sys.path.append(sys.argv[1]); import zstandard, kubesolo_entrypoints.cli; "
+        "zstandard.ZstdDecompressor(); print(zstandard.__version__)",
+        str(target),
+    )
+    if check.returncode != 0:
+        raise RuntimeError(f"the guest's python cannot import the agent: {check.stderr[-800:]}")
+    return sorted(
+        p.name.removesuffix(".dist-info") for p in target.glob("*.dist-info")
+    )
