@@ -34,6 +34,7 @@ GUEST_PACKAGES: tuple[str, ...] = (
     "libbz2-1.0",
     "liblzma5",
     "libuuid1",
+    "libgcc-s1",  # pydantic-core (typer's dependency) is Rust and loads libgcc_s
     # blkid (the agent finds PARTLABEL=KSOLOA/B with it) and debugfs (slot versions)
     "util-linux",
     "libblkid1",

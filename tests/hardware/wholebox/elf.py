@@ -39,7 +39,7 @@ def _header(data: bytes, path: Path) -> None:
 
 
 def _vaddr_to_offset(data: bytes, vaddr: int) -> int:
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     for i in range(phnum):
         base = phoff + i * phentsize
@@ -55,7 +55,7 @@ def needed(path: Path) -> list[str]:
     """The ``DT_NEEDED`` sonames of a program or shared library (empty when static)."""
     data = path.read_bytes()
     _header(data, path)
-    phoff, = struct.unpack_from("<Q", data, 0x20)
+    (phoff,) = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
     dynamic = None
     for i in range(phnum):
@@ -90,7 +90,7 @@ def modinfo(path: Path) -> dict[str, list[str]]:
     """The ``key=value`` strings of a kernel module's ``.modinfo`` section, by key."""
     data = path.read_bytes()
     _header(data, path)
-    shoff, = struct.unpack_from("<Q", data, 0x28)
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
 
     def section(index: int) -> tuple[int, int, int]:

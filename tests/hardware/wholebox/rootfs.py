@@ -53,9 +53,9 @@ server=file:///mnt/release/release.json
 bootloader=grub
 grubenv=/boot/efi/EFI/BOOT/grubenv
 # The stand-ins' pods start with the boot: hold them running 3 s, and give an
-# unhealthy node 8 s (a real box: 30 s and 300 s).
+# unhealthy node 5 s (a real box: 30 s and 300 s).
 kube_system_settle=3
-settle_timeout=8
+settle_timeout=5
 """
 
 
@@ -103,16 +103,14 @@ def _digest_files(paths: Iterator[Path] | list[Path]) -> str:
 
 
 def _inputs() -> dict[str, object]:
-    vmlinuz, kernel_deb = kernel.kernel_package()
+    _, kernel_deb = kernel.kernel_package()
     return {
         "debs": [p.name for p in debs.download()],
         "kernel": kernel_deb.name,
         "busybox": hashlib.sha256(runtime.BUSYBOX.read_bytes()).hexdigest(),
         "agent": agentpkg.source_digest(),
         "pins": agentpkg.pins(),
-        "builder": _digest_files(
-            [*HERE.glob("*.py"), *(HERE / "guestfs").iterdir(), BOOT_HELPER]
-        ),
+        "builder": _digest_files([*HERE.glob("*.py"), *(HERE / "guestfs").iterdir(), BOOT_HELPER]),
     }
 
 
@@ -137,7 +135,7 @@ def _install(src: Path, dst: Path, mode: int = 0o755) -> None:
 def _build_base(root: Path, work: Path) -> dict[str, object]:
     tree = debs.unpack(debs.download(), work / "debs")
     built = runtime.build_runtime(tree, root)
-    dists = agentpkg.install_agent(root)
+    dists = agentpkg.install_agent(root, tree)
     vmlinuz, kernel_deb = kernel.kernel_package()
     shutil.copyfile(vmlinuz, root / "vmlinuz")
     modules = kernel.build_initramfs(kernel_deb, root / "initrd.img")
@@ -158,12 +156,10 @@ def _build_base(root: Path, work: Path) -> dict[str, object]:
     _install(guestfs / "containerd.py", root / "usr/lib/kubesolo-standin/containerd.py", 0o644)
     _install(guestfs / "pause-activate", root / "usr/lib/kubesolo-standin/pause-activate", 0o644)
     _install(guestfs / "kubectl", root / "usr/bin/kubectl")
-    # zstandard's wheel carries a second backend for cffi, which is not installed.
-    backend = root / agentpkg.DIST_PACKAGES / "zstandard"
-    for dead in (*backend.glob("_cffi.*.so"), backend / "backend_cffi.py"):
-        dead.unlink(missing_ok=True)
     return {
-        "libraries": list(built.libraries),
+        "libraries": sorted(
+            p.name for d in ("lib", "usr/lib") for p in (root / d / "x86_64-linux-gnu").glob("*")
+        ),
         "dropped_extensions": list(built.dropped_extensions),
         "distributions": dists,
         "modules": modules,
@@ -173,7 +169,8 @@ def _build_base(root: Path, work: Path) -> dict[str, object]:
             + (root / "initrd.img").stat().st_size,
             "python stdlib": _tree_bytes(root / "usr/lib/python3.11"),
             "agent+dependencies": _tree_bytes(root / agentpkg.DIST_PACKAGES),
-            "shared libraries": _tree_bytes(root / "lib") + _tree_bytes(root / "usr/lib/x86_64-linux-gnu"),
+            "shared libraries": _tree_bytes(root / "lib")
+            + _tree_bytes(root / "usr/lib/x86_64-linux-gnu"),
         },
     }
 

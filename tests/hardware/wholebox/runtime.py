@@ -103,23 +103,40 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copy2(src, dst, follow_symlinks=True)
 
 
-def _library_path(root: Path) -> str:
-    return ":".join(str(root / d) for d in _LIB_DIRS)
+def run_guest_python(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the guest's interpreter on the host, chrooted into the staging ``root``.
 
-
-def run_guest_python(root: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run the guest's interpreter on the host, with the guest's loader and libraries only."""
-    argv = [
-        str(root / _LOADER),
-        "--library-path",
-        _library_path(root),
-        str(root / GUEST_PYTHON),
-        *args,
-    ]
-    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"}
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        argv, capture_output=True, text=True, check=False, env=env, timeout=600, **kwargs
+    Nothing of the host can leak in (a library the slot lacks but the host
+    has would make this check pass and the guest fail): as root a plain
+    chroot, otherwise one inside a user namespace (``unshare -r``).
+    """
+    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+    jail = [chroot] if os.geteuid() == 0 else ["unshare", "-r", chroot]
+    return subprocess.run(
+        [*jail, str(root), "/" + GUEST_PYTHON, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+        timeout=600,
     )
+
+
+def add_libraries(tree: Path, root: Path, elves: Iterable[Path]) -> set[str]:
+    """Copy the shared libraries ``elves`` load from the unpacked packages into ``root``.
+
+    Raises when one of them needs a library no guest package provides.
+    """
+    elves = list(elves)
+    sonames, unmet = _closure(tree, elves)
+    if unmet:
+        raise RuntimeError(
+            f"{', '.join(p.name for p in unmet)} need libraries no guest package provides"
+        )
+    for soname in sorted(sonames):
+        source = _lib_path(tree, soname)
+        _copy(source, root / source.parent.relative_to(tree) / soname)
+    return sonames
 
 
 def build_runtime(tree: Path, root: Path) -> Runtime:
@@ -151,9 +168,7 @@ def build_runtime(tree: Path, root: Path) -> Runtime:
         if path.parent != dynload:
             raise RuntimeError(f"{path.name} needs a library no guest package provides")
         path.unlink()  # an extension module the slot could not load: leave it out
-    for soname in sorted(sonames):
-        source = _lib_path(tree, soname)
-        _copy(source, root / source.parent.relative_to(tree) / soname)
+    sonames = add_libraries(tree, root, (e for e in elves if e not in unmet))
     # The dynamic loader at the path every program names (PT_INTERP).
     loader = root / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     _copy(_lib_path(tree, "ld-linux-x86-64.so.2"), loader)
@@ -183,23 +198,15 @@ def build_runtime(tree: Path, root: Path) -> Runtime:
 
 def compile_tree(root: Path, folder: Path) -> None:
     """Compile ``folder`` to unchecked-hash pycs with the guest's interpreter."""
-    # -I: nothing from the host's environment; the path is given relative to
-    # the guest's / (-d) so tracebacks in the guest name real files.
     done = run_guest_python(
         root,
         "-I",
         "-m",
         "compileall",
         "-q",
-        "-j",
-        "0",
         "--invalidation-mode",
         "unchecked-hash",
-        "-s",
-        str(root),
-        "-p",
-        "/",
-        str(folder),
+        "/" + str(folder.relative_to(root)),
     )
     if done.returncode != 0:
         raise RuntimeError(f"compileall in {folder} failed: {(done.stderr + done.stdout)[-600:]}")
