@@ -21,6 +21,7 @@ import math
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,7 @@ from tests.hardware.harness import GRUB_CFG, STATS
 from tests.hardware.wholebox import release
 from tests.hardware.wholebox.rootfs import MIB, SlotVariant, base_tree, slot_image
 
-__all__ = ["SCENARIOS", "Boot", "ScenarioStats", "WholeBox", "summary_lines"]
+__all__ = ["RUN", "SCENARIOS", "STOP", "Boot", "ScenarioStats", "WholeBox", "summary_lines"]
 
 #: one boot's time limit: an apply of a full slot under TCG takes a minute or two
 BOOT_TIMEOUT = 420.0
@@ -133,6 +134,11 @@ class ScenarioStats:
 
 #: every scenario run in this session, printed by tests/hardware/conftest.py
 SCENARIOS: list[ScenarioStats] = []
+#: how the scenarios ran: wall seconds of the whole run, of building the images, parallel jobs
+RUN: dict[str, float] = {}
+#: set to stop every box before its next power-on (the test session is ending)
+STOP = threading.Event()
+_LOCK = threading.Lock()
 
 
 def _median(values: list[float]) -> str:
@@ -152,11 +158,12 @@ def summary_lines() -> list[str]:
     for boot in boots:
         for step in boot.steps:
             steps.setdefault(step.name, []).append(step.seconds)
-    total = sum(s.seconds for s in SCENARIOS)
     lines += [
         (
-            f"whole box: {len(SCENARIOS)} scenarios, {len(boots)} boots, {total:.0f} s wall; "
-            f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
+            f"whole box: {len(SCENARIOS)} scenarios, {len(boots)} boots in "
+            f"{RUN.get('wall', 0):.0f} s wall ({RUN.get('jobs', 1):.0f} at a time; building "
+            f"the images {RUN.get('setup', 0):.0f} s of it); load average now "
+            f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
         ),
         "  power-on to GRUB's decision (OVMF): "
         + _median([b.grub_at for b in boots if b.grub_at is not None]),
@@ -267,6 +274,8 @@ class WholeBox:
 
         ``cut``: pull the plug when the guest prints ``KSOLO-CUT-NOW``.
         """
+        if STOP.is_set():
+            raise RuntimeError("the test session is stopping: no more power-ons")
         release.write_control(self.release_disk, self._control(plan))
         number = len(self.boots) + 1
         seen: dict[str, float] = {}
@@ -288,8 +297,9 @@ class WholeBox:
             extra_disks=(self.release_disk,),
         )
         result = runner.boot(serial_log=self.workdir / f"serial-{number:02d}.log", watch=watch)
-        STATS.boots["efi"] += 1
-        STATS.boot_seconds += result.seconds
+        with _LOCK:
+            STATS.boots["efi"] += 1
+            STATS.boot_seconds += result.seconds
         boot = Boot(
             number=number,
             plan=plan,

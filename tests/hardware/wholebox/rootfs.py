@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,8 +176,19 @@ def _build_base(root: Path, work: Path) -> dict[str, object]:
     }
 
 
+_BASE: list[BaseTree] = []
+_BASE_LOCK = threading.Lock()
+
+
 def base_tree() -> BaseTree:
-    """The common slot content, built once per set of inputs."""
+    """The common slot content, built once per set of inputs (and looked up once a session)."""
+    with _BASE_LOCK:
+        if not _BASE:
+            _BASE.append(_base_tree())
+        return _BASE[0]
+
+
+def _base_tree() -> BaseTree:
     inputs = _inputs()
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "wholebox"
