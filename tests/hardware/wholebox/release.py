@@ -47,7 +47,9 @@ def _sha256(path: Path) -> str:
 def compressed(image: Path) -> Path:
     """``IMAGE.zst`` next to the (cached) slot image, made once."""
     target = image.with_name(image.name + ".zst")
-    if not target.is_file():
+    if target.is_file():
+        target.touch()  # in use: the cache keeps it
+    else:
         partial = target.with_name(target.name + ".part")
         compressor = zstandard.ZstdCompressor(level=3, threads=-1)
         with image.open("rb") as src, partial.open("wb") as dst:

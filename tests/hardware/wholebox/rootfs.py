@@ -22,6 +22,7 @@ the same way, so a rerun builds nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,11 +190,30 @@ def base_tree() -> BaseTree:
         return _BASE[0]
 
 
+#: cached images of other inputs are removed once unused this long
+STALE_SECONDS = 3 * 24 * 3600
+
+
+def _prune(folder: Path, key: str) -> None:
+    """Forget base trees and slot images of other inputs not used for a while."""
+    cutoff = time.time() - STALE_SECONDS
+    for entry in [*folder.glob("base-*"), *folder.glob("slots/*")]:
+        if key in entry.name:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime < cutoff:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+
 def _base_tree() -> BaseTree:
     inputs = _inputs()
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "wholebox"
     folder.mkdir(parents=True, exist_ok=True)
+    _prune(folder, key)
     done = folder / f"base-{key}"
     if not (done / "manifest.json").is_file():
         with tempfile.TemporaryDirectory(prefix=f"base-{key}-", dir=folder) as tmp:
@@ -206,6 +227,7 @@ def _base_tree() -> BaseTree:
             (work / "root.manifest").rename(staged / "manifest.json")
             shutil.rmtree(done, ignore_errors=True)
             staged.rename(done)
+    os.utime(done)  # in use: not stale
     manifest = json.loads((done / "manifest.json").read_text())
     return BaseTree(root=done / "root", key=key, manifest=manifest)
 
@@ -217,6 +239,7 @@ def slot_image(variant: SlotVariant, base: BaseTree | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     image = folder / f"{base.key}-{variant.name}.img"
     if image.is_file():
+        image.touch()  # in use: not stale
         return image
     with tempfile.TemporaryDirectory(prefix="slot-", dir=folder) as tmp:
         root = Path(tmp) / "root"
