@@ -1,7 +1,8 @@
 """The release server over HTTP(S) (httpx) and file:// URLs: the Fetcher port for real.
 
-Keep this module off the CLI's start-up path: it imports httpx and ssl, and
-only the commands that fetch (check, apply) need it.
+Importing this module is cheap: httpx and ssl are imported by the methods
+that fetch (only check and apply do), so the composition root can build the
+fetcher for every command and ``status`` still never loads them.
 
 What a box on a bad link can expect:
 
@@ -29,21 +30,23 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-import ssl
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
-import httpx
 
 from kubesolo_adapters.streams import hashed
 from kubesolo_core.errors import FetchError
 from kubesolo_core.ports import Progress
 from kubesolo_core.release import ImageSpec
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 __all__ = ["RELEASE_LIMIT", "HttpFetcher"]
 
@@ -85,6 +88,8 @@ def _transport_cause(exc: httpx.HTTPError) -> str:
 
 
 def _is_cert_failure(exc: BaseException) -> bool:
+    import ssl
+
     seen: BaseException | None = exc
     for _ in range(8):  # the cause chain is short; bound it anyway
         if seen is None:
@@ -106,7 +111,10 @@ def _local_path(url: str) -> str | None:
         return None
     if parts.netloc not in ("", "localhost"):
         raise FetchError(f"{url}: file:// URLs on another host are not supported")
-    return urllib.request.url2pathname(parts.path)
+    # urllib.request costs ~25 ms to import; only file:// URLs need it, and only here.
+    from urllib.request import url2pathname
+
+    return url2pathname(parts.path)
 
 
 @attrs.define(kw_only=True)
@@ -131,6 +139,8 @@ class HttpFetcher:
     # ----------------------------------------------------------------- plumbing
 
     def _ssl(self) -> ssl.SSLContext | bool:
+        import ssl
+
         if self.verify is False:
             return False
         if isinstance(self.verify, str):
@@ -152,6 +162,8 @@ class HttpFetcher:
         return ctx
 
     def _client(self) -> httpx.Client:
+        import httpx
+
         return httpx.Client(
             timeout=httpx.Timeout(
                 connect=self.connect_timeout,
@@ -176,6 +188,8 @@ class HttpFetcher:
 
     def fetch_release(self, url: str) -> bytes:
         """The release document at ``url`` (http, https, file:// or a path); at most 1 MiB."""
+        import httpx
+
         path = _local_path(url)
         if path is not None:
             try:
@@ -312,6 +326,8 @@ class _Download:
 
     def transport_failed(self, exc: httpx.HTTPError) -> None:
         """A connection-level failure: fatal for certificates and protocol misuse, else retried."""
+        import httpx
+
         if _is_cert_failure(exc):
             raise FetchError(
                 f"{self.url}: TLS certificate verification failed: {exc}",
@@ -325,6 +341,8 @@ class _Download:
 
     def connect(self, got: int, *, whole_limit: int) -> tuple[httpx.Response, int]:
         """A response positioned at byte ``got``, and how many leading bytes to skip."""
+        import httpx
+
         while True:
             self.attempts += 1
             headers = {"Range": f"bytes={got}-"} if got else {}
@@ -396,6 +414,8 @@ class _Download:
         writes downstream); what was gathered when a connection breaks is
         still yielded, so the resume starts exactly after it.
         """
+        import httpx
+
         response: httpx.Response | None = first[0]
         skip = first[1]
         got = 0

@@ -16,8 +16,9 @@ from typing import Any
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from kubesolo_core.errors import CorruptState
+from kubesolo_core.errors import CorruptInput, CorruptState
 from kubesolo_core.lifecycle import SCHEMA_VERSION, UpdateState
+from kubesolo_core.versions import Version
 
 _converter = make_converter(forbid_extra_keys=True)
 
@@ -33,6 +34,20 @@ def _structure_datetime(value: Any, _: type) -> dt.datetime:
 
 _converter.register_structure_hook(dt.datetime, _structure_datetime)
 _converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+
+
+def _structure_version(value: Any, _: type) -> Version:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a version string, got {value!r}")
+    try:
+        return Version.parse(value)
+    except CorruptInput as exc:
+        raise ValueError(exc.message) from None
+
+
+# A version is a Version from the moment it leaves the codec; on disk it is its text.
+_converter.register_structure_hook(Version, _structure_version)
+_converter.register_unstructure_hook(Version, str)
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:

@@ -62,14 +62,6 @@ class IllegalTransition(InvalidOperation):
     """The lifecycle table forbids this phase change. The state is left as it was."""
 
 
-class HealthCheckFailed(KubesoloError):
-    """The node is not healthy. ``report`` holds one result per check."""
-
-    def __init__(self, message: str, report: object = None, *, way_out: str = "") -> None:
-        super().__init__(message, way_out=way_out)
-        self.report = report
-
-
 class CorruptInput(KubesoloError):
     """A file or document the agent reads is not what it should be."""
 
@@ -84,3 +76,13 @@ class InvalidRelease(CorruptInput):
 
 class ConfigError(KubesoloError):
     """A configuration key, value or file is wrong (usage error)."""
+
+
+class SlotConflict(ConfigError):
+    """The passive slot's spec resolves to the running system: the booted or committed
+    slot, a mounted filesystem, or a disk holding them. Nothing was written."""
+
+    way_out = (
+        "point slot_a=/slot_b= (--slot-a/--slot-b) at the two distinct slot partitions "
+        "(see `kubesolo-update status`)"
+    )

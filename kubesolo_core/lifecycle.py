@@ -28,6 +28,7 @@ import attrs
 
 from kubesolo_core.errors import IllegalTransition
 from kubesolo_core.slots import Slot
+from kubesolo_core.versions import Version, as_version
 
 
 class Phase(enum.Enum):
@@ -66,8 +67,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.FAILED: frozenset({P.CHECKING}),
 }
 
-#: phases in which the passive slot content is unknown or unproven
-IN_FLIGHT = frozenset({P.CHECKING, P.DOWNLOADING, P.STAGED})
+#: phases in which the target slot's content is being replaced (unknown until staged)
+WRITING = frozenset({P.CHECKING, P.DOWNLOADING})
 #: phases after an activation, before the outcome is known
 POST_ACTIVATION = frozenset({P.ACTIVATED, P.VERIFYING})
 
@@ -79,8 +80,8 @@ class UpdateState:
     """The persisted state of the agent (state.json)."""
 
     phase: Phase = Phase.IDLE
-    from_version: str | None = None
-    to_version: str | None = None
+    from_version: Version | None = attrs.field(default=None, converter=as_version)
+    to_version: Version | None = attrs.field(default=None, converter=as_version)
     target_slot: Slot | None = None
     attempt_count: int = 0
     last_error: str | None = None
@@ -123,7 +124,7 @@ def transition(
         )
     fields: dict[str, object] = {"phase": to, "updated_at": now, **changes}
     if to is P.CHECKING:
-        target = changes.get("to_version", state.to_version)
+        target = as_version(changes.get("to_version", state.to_version))  # type: ignore[arg-type]
         same = target == state.to_version and state.phase in RESTARTABLE - {P.IDLE}
         fields["attempt_count"] = state.attempt_count + 1 if same else 1
         fields["started_at"] = now

@@ -47,15 +47,17 @@ def required_bytes(raw_size: int) -> int:
 def preflight(
     *,
     release: Release,
-    current_version: str | None,
+    current_version: Version | None,
     slot_capacity: int | None,
+    slot_problem: str | None = None,
     node_labels: Mapping[str, str] | Unavailable,
     force: bool = False,
     allow_downgrade: bool = False,
 ) -> PreflightReport:
     """Decide whether an update may touch the passive slot.
 
-    ``slot_capacity`` is None when the passive slot is missing. An image that
+    ``slot_capacity`` is None when the passive slot is missing (``slot_problem``
+    says which spec and why, for the refusal). An image that
     cannot physically fit is refused even with ``force`` (the write could only
     fail halfway); ``force`` skips the headroom and the node label.
     """
@@ -65,7 +67,9 @@ def preflight(
     raw = release.image.raw_size
     need = required_bytes(raw)
     if slot_capacity is None:
-        refusals.append("passive slot not found")
+        refusals.append(
+            "passive slot not found" + (f": {slot_problem}" if slot_problem else "")
+        )
         ways.append("check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)")
     elif slot_capacity < raw:
         refusals.append(f"passive slot holds {slot_capacity} bytes, the image needs {raw}")
@@ -87,21 +91,18 @@ def preflight(
     else:
         checks.append("node label: not blocked")
 
-    if current_version is not None:
-        target = Version.parse(release.version)
-        current = Version.parse(current_version)
-        if target < current and not allow_downgrade:
-            refusals.append(f"{release.version} is older than the running {current_version}")
+    current = current_version
+    if current is not None:
+        if release.version < current and not allow_downgrade:
+            refusals.append(f"{release.version} is older than the running {current}")
             ways.append("--allow-downgrade")
-        if release.min_from_version is not None and current < Version.parse(
-            release.min_from_version
-        ):
+        if release.min_from_version is not None and current < release.min_from_version:
             if force:
                 checks.append("min_from_version: overridden by --force")
             else:
                 refusals.append(
                     f"{release.version} needs at least {release.min_from_version} "
-                    f"to update from; running {current_version}"
+                    f"to update from; running {current}"
                 )
                 ways.append("update to an intermediate release first, or --force")
     return PreflightReport(
@@ -132,7 +133,7 @@ class ProbeResult:
 
 
 @attrs.frozen(kw_only=True)
-class CheckResult:
+class HealthCheckResult:
     """One line of a health report."""
 
     name: str
@@ -144,16 +145,16 @@ class CheckResult:
 class HealthReport:
     """One boolean per check, with the reason of each failure."""
 
-    checks: tuple[CheckResult, ...]
+    checks: tuple[HealthCheckResult, ...]
 
     @property
     def healthy(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def by_name(self) -> dict[str, CheckResult]:
+    def by_name(self) -> dict[str, HealthCheckResult]:
         return {c.name: c for c in self.checks}
 
-    def failures(self) -> tuple[CheckResult, ...]:
+    def failures(self) -> tuple[HealthCheckResult, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
     def summary(self) -> str:
@@ -166,21 +167,21 @@ class HealthReport:
 HEALTH_CHECKS = ("containerd", "apiserver", "node_ready", "kube_system", "probe_url", "disk")
 
 
-def _bool_check(name: str, value: bool | Unavailable, what: str) -> CheckResult:
+def _bool_check(name: str, value: bool | Unavailable, what: str) -> HealthCheckResult:
     if isinstance(value, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
-    return CheckResult(name=name, ok=value, reason="" if value else what)
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
+    return HealthCheckResult(name=name, ok=value, reason="" if value else what)
 
 
 def kube_system_check(
     pods: Sequence[PodInfo] | Unavailable, now: dt.datetime, settle_seconds: float
-) -> CheckResult:
+) -> HealthCheckResult:
     """Every kube-system pod Running, and held so for ``settle_seconds``."""
     name = "kube_system"
     if isinstance(pods, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
     if not pods:
-        return CheckResult(name=name, ok=False, reason="no kube-system pods yet")
+        return HealthCheckResult(name=name, ok=False, reason="no kube-system pods yet")
     problems = []
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.phase != "Running":
@@ -192,7 +193,7 @@ def kube_system_check(
         held = (now - pod.running_since).total_seconds()
         if held < settle_seconds:
             problems.append(f"{pod.name} running for {held:.0f}s < {settle_seconds:.0f}s")
-    return CheckResult(name=name, ok=not problems, reason=", ".join(problems))
+    return HealthCheckResult(name=name, ok=not problems, reason=", ".join(problems))
 
 
 def health_report(
@@ -209,14 +210,14 @@ def health_report(
     """Aggregate the raw answers into a report. ``probe_url`` None = not configured = pass."""
     return HealthReport(
         checks=(
-            CheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
+            HealthCheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
             _bool_check("apiserver", apiserver_ready, "API server not ready"),
             _bool_check("node_ready", node_ready, "node is not Ready"),
             kube_system_check(pods, now, settle_seconds),
-            CheckResult(name="probe_url", ok=True, reason="not configured")
+            HealthCheckResult(name="probe_url", ok=True, reason="not configured")
             if probe_url is None
-            else CheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
-            CheckResult(name="disk", ok=disk.ok, reason=disk.reason),
+            else HealthCheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
+            HealthCheckResult(name="disk", ok=disk.ok, reason=disk.reason),
         )
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from kubesolo_core.errors import CorruptInput, InvalidRelease
+from kubesolo_core.errors import CorruptInput, InvalidRelease, VerifyError
 from kubesolo_core.versions import Version
 
 COMPRESSIONS = ("none", "gzip", "zstd")
@@ -33,14 +33,29 @@ class ImageSpec:
     raw_sha256: str
 
 
+def verify_written(image: ImageSpec, *, length: int, sha256: str, where: str) -> None:
+    """Raise VerifyError unless the slot read back exactly the image's raw bytes.
+
+    The one judgement of a slot write, shared by every slot store and the
+    services: ``length`` and ``sha256`` are what was read back from the
+    medium (not what was sent to it).
+    """
+    if length != image.raw_size or sha256 != image.raw_sha256:
+        raise VerifyError(
+            f"{where} reads back {length} bytes with SHA-256 {sha256}, the release says "
+            f"{image.raw_size} bytes with {image.raw_sha256}",
+            way_out="the slot is not staged; check the disk (dmesg) and the release",
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Release:
     """One release document."""
 
     schema: int
-    version: str
+    version: Version
     image: ImageSpec
-    min_from_version: str | None = None
+    min_from_version: Version | None = None
 
 
 def _need(mapping: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
@@ -61,9 +76,9 @@ def _sha(value: str, where: str) -> str:
     return value
 
 
-def _version(text: str, where: str) -> None:
+def _version(text: str, where: str) -> Version:
     try:
-        Version.parse(text)
+        return Version.parse(text)
     except CorruptInput as exc:
         raise InvalidRelease(f"release document: {where}: {exc.message}") from None
 
@@ -85,8 +100,7 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
             f"release document schema {schema} is not supported (this agent reads schema 1)",
             way_out="upgrade the agent or publish a schema 1 document",
         )
-    version = _need(doc, "version", str, "")
-    _version(version, "version")
+    version = _version(_need(doc, "version", str, ""), "version")
     image = doc.get("image")
     if not isinstance(image, Mapping):
         raise InvalidRelease("release document: image must be an object")
@@ -117,11 +131,12 @@ def parse_release(data: bytes | str | Mapping[str, Any]) -> Release:
     if raw_size <= 0:
         raise InvalidRelease(f"release document: image.raw_size must be > 0, got {raw_size}")
     raw_sha = _sha(raw_sha, "image.raw_sha256")
-    min_from = doc.get("min_from_version")
-    if min_from is not None:
-        if not isinstance(min_from, str):
+    min_from_text = doc.get("min_from_version")
+    min_from = None
+    if min_from_text is not None:
+        if not isinstance(min_from_text, str):
             raise InvalidRelease("release document: min_from_version must be a string")
-        _version(min_from, "min_from_version")
+        min_from = _version(min_from_text, "min_from_version")
     return Release(
         schema=schema,
         version=version,
@@ -141,9 +156,9 @@ def release_document(release: Release) -> dict[str, Any]:
     """The JSON-ready mapping of ``release`` (what a server publishes)."""
     doc: dict[str, Any] = {
         "schema": release.schema,
-        "version": release.version,
+        "version": str(release.version),
         "image": attrs.asdict(release.image),
     }
     if release.min_from_version is not None:
-        doc["min_from_version"] = release.min_from_version
+        doc["min_from_version"] = str(release.min_from_version)
     return doc

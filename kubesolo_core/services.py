@@ -9,23 +9,18 @@ crash-point tests in tests/unit enumerate every such cut.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import attrs
 
 from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
-    HealthCheckFailed,
     InvalidOperation,
     KubesoloError,
     OperationFailed,
     PreflightRefused,
-    VerifyError,
 )
-from kubesolo_core.lifecycle import IN_FLIGHT, POST_ACTIVATION, Phase, UpdateState, transition
+from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
 from kubesolo_core.policies import (
     HealthReport,
-    PreflightReport,
     health_report,
     preflight,
     should_auto_rollback,
@@ -33,96 +28,33 @@ from kubesolo_core.policies import (
 from kubesolo_core.ports import (
     BootEnv,
     Clock,
+    EventSink,
     Fetcher,
     HealthProbes,
     Kube,
     Progress,
-    SlotInfo,
     SlotStore,
     StateStore,
-    WriteResult,
 )
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
-from kubesolo_core.release import Release, parse_release
+from kubesolo_core.release import Release, parse_release, verify_written
+from kubesolo_core.results import (
+    ActivateResult,
+    ApplyResult,
+    CheckResult,
+    HealthOutcome,
+    HealthSettings,
+    SlotStatus,
+    StatusReport,
+)
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
 
-#: what happens on each event worth a log line: (event, fields)
-EventSink = Callable[..., None]
+__all__ = ["Agent"]
 
 
 def _no_events(event: str, **fields: object) -> None:
     return None
-
-
-@attrs.frozen(kw_only=True)
-class HealthSettings:
-    """Knobs of the health check (update.conf keys of the same names)."""
-
-    healthcheck_url: str | None = None
-    auto_rollback_after: int = 0
-    kube_system_settle: float = 30.0
-    #: how long healthcheck waits for kube-system to settle before it judges
-    settle_timeout: float = 300.0
-    poll_interval: float = 5.0
-
-
-@attrs.frozen(kw_only=True)
-class CheckResult:
-    """The answer of ``check``: is a newer release available?"""
-
-    current_version: str | None
-    available_version: str
-    update_available: bool
-    reason: str
-    release: Release
-
-
-@attrs.frozen(kw_only=True)
-class ApplyResult:
-    """The answer of ``apply``."""
-
-    state: UpdateState
-    changed: bool
-    message: str
-    preflight: PreflightReport | None = None
-    write: WriteResult | None = None
-
-
-@attrs.frozen(kw_only=True)
-class HealthOutcome:
-    """The answer of ``healthcheck``: the report, the state after it, what it did."""
-
-    report: HealthReport
-    state: UpdateState
-    action: str
-    reconciliation: Reconciliation
-
-    @property
-    def healthy(self) -> bool:
-        return self.report.healthy
-
-
-@attrs.frozen(kw_only=True)
-class SlotStatus:
-    """One slot in the status report."""
-
-    info: SlotInfo
-    version: str | None
-    booted: bool
-    committed: bool
-    trial: bool
-
-
-@attrs.frozen(kw_only=True)
-class StatusReport:
-    """Everything an operator needs on one screen."""
-
-    slots: tuple[SlotStatus, ...]
-    boot: BootView
-    booted_slot: Slot | None
-    state: UpdateState
-    reconciliation: Reconciliation
 
 
 @attrs.define(kw_only=True)
@@ -153,15 +85,15 @@ class Agent:
         booted = self.boot_env.booted_slot()
         return booted if booted is not None else view.committed_slot
 
-    def _current_version(self, view: BootView) -> str | None:
-        version = self.slots.read_version(self._booted_or_committed(view))
-        if version is None:
+    def _current_version(self, view: BootView) -> Version | None:
+        # The running slot's version file is a boundary: parsed once, here.
+        text = self.slots.read_version(self._booted_or_committed(view))
+        if text is None:
             return None
         try:
-            Version.parse(version)
+            return Version.parse(text)
         except KubesoloError:
             return None
-        return version
 
     def _save(self, state: UpdateState) -> UpdateState:
         self.store.save(state)
@@ -186,18 +118,10 @@ class Agent:
         release = self._release()
         view = self.boot_env.read()
         current = self._current_version(view)
-        newer = Version.parse(release.version) > Version.parse(current) if current else True
-        if current is None:
-            reason = f"{release.version} available; running version unknown"
-        elif newer:
-            reason = f"{release.version} available (running {current})"
-        else:
-            reason = f"up to date (running {current}, server has {release.version})"
         return CheckResult(
             current_version=current,
             available_version=release.version,
-            update_available=newer,
-            reason=reason,
+            update_available=current is None or release.version > current,
             release=release,
         )
 
@@ -230,7 +154,7 @@ class Agent:
             )
         release = self._release()
         current = self._current_version(view)
-        if current is not None and Version.parse(release.version) == Version.parse(current):
+        if current is not None and release.version == current:
             return ApplyResult(state=state, changed=False, message=f"already running {current}")
         if (
             state.phase is Phase.STAGED
@@ -242,12 +166,19 @@ class Agent:
                 changed=False,
                 message=f"{release.version} is already staged on slot {target.value}",
             )
-        # Preflight before any state change: a refusal (a blocked node, say,
-        # under a CronJob every 6 hours) must not churn the state.
+        # Identity, then preflight, before any state change: a refusal (a
+        # blocked node, say, under a CronJob every 6 hours) must not churn the
+        # state, and a passive slot that is the running one under another name
+        # is a configuration error, not a failed update.
+        self.slots.check_writable(target)
+        info = self.slots.describe(target)
         report = preflight(
             release=release,
             current_version=current,
-            slot_capacity=self.slots.capacity(target),
+            slot_capacity=info.size if info.exists else None,
+            slot_problem=f"slot {target.value} ({info.spec or 'no spec'}): {info.problem}"
+            if info.problem
+            else None,
             node_labels=self.kube.node_labels(),
             force=force,
             allow_downgrade=allow_downgrade,
@@ -270,11 +201,13 @@ class Agent:
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
             chunks = self.fetcher.open_image(self.server, release.image)
             result = self.slots.write_image(target, chunks, release.image, progress)
-            if result.raw_sha256 != release.image.raw_sha256:
-                raise VerifyError(
-                    f"slot {target.value} reads back {result.raw_sha256}, "
-                    f"expected {release.image.raw_sha256}"
-                )
+            # The store verified its read-back; the services do not take its word for it.
+            verify_written(
+                release.image,
+                length=result.written,
+                sha256=result.raw_sha256,
+                where=f"slot {target.value}",
+            )
         except OperationFailed as exc:
             self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
@@ -291,7 +224,7 @@ class Agent:
 
     # ------------------------------------------------------------------ activate
 
-    def activate(self) -> UpdateState:
+    def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
         state, _, view = self._reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
@@ -324,7 +257,9 @@ class Agent:
             self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
         self.events("update.slot_activated", slot=target.value)
-        return state
+        return ActivateResult(
+            state=state, needs_tryboot_reboot=not self.boot_env.kind.plain_reboot_starts_trial
+        )
 
     # ------------------------------------------------------------------ rollback
 
@@ -371,7 +306,7 @@ class Agent:
     def _settled_report(self) -> HealthReport:
         # Poll until healthy or the settle window is over (bounded in count and time).
         deadline = self.clock.monotonic() + self.health.settle_timeout
-        interval = max(self.health.poll_interval, 0.1)
+        interval = self.health.poll_every
         rounds = int(self.health.settle_timeout / interval) + 1
         report = self.probe_health()
         for _ in range(rounds):
@@ -384,19 +319,18 @@ class Agent:
     def healthcheck(self) -> HealthOutcome:
         """Reconcile, check, then commit, count a failure, or roll back.
 
-        Raises :class:`HealthCheckFailed` (carrying the outcome) when unhealthy,
-        after any state change is saved.
+        An unhealthy node is an outcome, not an error: the returned value says
+        ``healthy=False`` (after any state change is saved) and the CLI maps it
+        to its exit code. Errors raise only when the check could not be done.
         """
         state, rec, _ = self._reconciled()
         if rec.verdict is not Verdict.IN_TRIAL or state.phase not in POST_ACTIVATION:
-            report = self.probe_health()
-            outcome = HealthOutcome(
-                report=report,
+            return HealthOutcome(
+                report=self.probe_health(),
                 state=state,
                 reconciliation=rec,
                 action=rec.message or "no update in flight: state unchanged",
             )
-            return self._finish(outcome)
         report = self._settled_report()
         target = state.target_slot
         assert target is not None  # noqa: S101  (POST_ACTIVATION always has one)
@@ -405,13 +339,11 @@ class Agent:
             self.boot_env.mark_good(target)
             state = self._save(transition(state, Phase.SUCCESS, self.clock.now()))
             self.events("update.committed", slot=target.value, version=state.to_version)
-            return self._finish(
-                HealthOutcome(
-                    report=report,
-                    state=state,
-                    reconciliation=rec,
-                    action=f"committed slot {target.value} ({state.to_version})",
-                )
+            return HealthOutcome(
+                report=report,
+                state=state,
+                reconciliation=rec,
+                action=f"committed slot {target.value} ({state.to_version})",
             )
         failures = state.health_check_failures + 1
         if should_auto_rollback(failures, self.health.auto_rollback_after):
@@ -441,15 +373,7 @@ class Agent:
                 )
             )
             action = f"health check {failures} of the trial failed"
-        return self._finish(
-            HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
-        )
-
-    @staticmethod
-    def _finish(outcome: HealthOutcome) -> HealthOutcome:
-        if not outcome.healthy:
-            raise HealthCheckFailed(f"health check failed: {outcome.report.summary()}", outcome)
-        return outcome
+        return HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
 
     # ------------------------------------------------------------------ status
 
@@ -461,7 +385,7 @@ class Agent:
         for slot in (Slot.A, Slot.B):
             info = self.slots.describe(slot)
             # The passive slot's filesystem is unknown while an apply is in flight.
-            unknown = state.phase in IN_FLIGHT - {Phase.STAGED} and slot is state.target_slot
+            unknown = state.phase in WRITING and slot is state.target_slot
             rows.append(
                 SlotStatus(
                     info=info,

@@ -60,8 +60,9 @@ class Version:
         return self.text
 
 
-def is_newer(candidate: str, current: str | None) -> bool:
-    """True when ``candidate`` sorts after ``current`` (an unknown current: always)."""
-    if current is None:
-        return True
-    return Version.parse(candidate) > Version.parse(current)
+def as_version(value: Version | str | None) -> Version | None:
+    """``value`` as a Version (text is parsed; CorruptInput when it is not a version)."""
+    if value is None or isinstance(value, Version):
+        return value
+    return Version.parse(value)
+

@@ -44,35 +44,6 @@ def _default_node_name() -> str:
     return os.uname().nodename
 
 
-@attrs.frozen(kw_only=True)
-class Settings:
-    """The resolved configuration of one run."""
-
-    config: Path = DEFAULT_CONFIG
-    state: Path = Path("/var/lib/kubesolo/update/state.json")
-    server: str | None = None
-    bootloader: str = "auto"
-    grubenv: Path = Path("/boot/grub/grubenv")
-    autoboot: Path = Path("/boot/firmware/autoboot.txt")
-    slot_a: str = "PARTLABEL=KSOLOA"
-    slot_b: str = "PARTLABEL=KSOLOB"
-    cmdline: Path = Path("/proc/cmdline")
-    kubeconfig: Path | None = None
-    node_name: str = attrs.field(factory=_default_node_name)
-    containerd_socket: Path = Path("/run/containerd/containerd.sock")
-    data_dir: Path = Path("/var/lib/kubesolo")
-    # healthcheck
-    healthcheck_url: str | None = None
-    auto_rollback_after: int = 0
-    kube_system_settle: float = 30.0
-    settle_timeout: float = 300.0
-    # rarely changed
-    boot_id: Path = Path("/proc/sys/kernel/random/boot_id")
-    device_tree: Path = Path("/proc/device-tree")
-    grubenv_backend: str = "python"
-    log_format: str = "auto"
-
-
 # --------------------------------------------------------------------------- value parsers
 
 
@@ -151,45 +122,139 @@ def _node_name(value: str) -> str:
     return text
 
 
-#: key -> parser; the keys of update.conf, in the order of ``--help``
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "config": _path,
-    "state": _path,
-    "server": _optional_url,
-    "bootloader": _choice(BOOTLOADERS),
-    "grubenv": _path,
-    "autoboot": _path,
-    "slot_a": slot_spec,
-    "slot_b": slot_spec,
-    "cmdline": _path,
-    "kubeconfig": _optional_path,
-    "node_name": _node_name,
-    "containerd_socket": _path,
-    "data_dir": _path,
-    "healthcheck_url": _optional_url,
-    "auto_rollback_after": _nonneg_int,
-    "kube_system_settle": _nonneg_float,
-    "settle_timeout": _nonneg_float,
-    "boot_id": _path,
-    "device_tree": _path,
-    "grubenv_backend": _choice(GRUBENV_BACKENDS),
-    "log_format": _choice(LOG_FORMATS),
-}
+# --------------------------------------------------------------------------- the table of keys
 
+#: where a key is also an option of the CLI: the global options, or a command's
+GLOBAL = "global"
+
+
+def key(
+    default: Any = attrs.NOTHING,
+    parse: Callable[[str], Any] = _path,
+    help: str = "",
+    *,
+    hint: str = "",
+    metavar: str = "",
+    option: str | None = GLOBAL,
+    in_file: bool = True,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """One configuration key: a field of :class:`Settings` and everything else about it.
+
+    The field's name is the update.conf key, ``--name-with-dashes`` the CLI
+    option (of the global options, or of the command named by ``option``;
+    None: no option) and ``KUBESOLO_UPDATE_NAME`` the variable. ``parse`` turns
+    text into the value (raising ValueError with the reason), ``hint`` says how
+    to fix a bad value, ``help`` and ``metavar`` are the option's help.
+    """
+    meta = {
+        "parse": parse,
+        "help": help,
+        "hint": hint,
+        "metavar": metavar,
+        "option": option,
+        "in_file": in_file,
+    }
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=meta)
+    return attrs.field(default=default, metadata=meta)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """The resolved configuration of one run; its fields are the table of keys (in --help order)."""
+
+    config: Path = key(
+        DEFAULT_CONFIG, _path, f"update.conf [default: {DEFAULT_CONFIG}]", metavar="PATH",
+        in_file=False,
+    )  # fmt: skip
+    state: Path = key(
+        Path("/var/lib/kubesolo/update/state.json"), _path,
+        "state file [default: /var/lib/kubesolo/update/state.json]", metavar="PATH",
+    )  # fmt: skip
+    server: str | None = key(
+        None, _optional_url, "the release document (https, http, file)", metavar="URL",
+        hint="e.g. server=https://updates.example.com/stable/release.json",
+    )  # fmt: skip
+    bootloader: str = key(
+        "auto", _choice(BOOTLOADERS), "[default: auto]", metavar="grub|tryboot|auto",
+        hint="use grub, tryboot or auto",
+    )  # fmt: skip
+    grubenv: Path = key(
+        Path("/boot/grub/grubenv"), _path, "GRUB env block [default: /boot/grub/grubenv]",
+        metavar="PATH",
+    )  # fmt: skip
+    autoboot: Path = key(
+        Path("/boot/firmware/autoboot.txt"), _path,
+        "autoboot.txt of the tryboot selector partition [default: /boot/firmware/autoboot.txt]",
+        metavar="PATH",
+    )  # fmt: skip
+    slot_a: str = key(
+        "PARTLABEL=KSOLOA", slot_spec,
+        "PARTLABEL=NAME (GPT partition name), LABEL=NAME (filesystem label), "
+        "a block device or an image file [default: PARTLABEL=KSOLOA]",
+        metavar="SPEC",
+        hint="e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
+    )  # fmt: skip
+    slot_b: str = key(
+        "PARTLABEL=KSOLOB", slot_spec, "as --slot-a [default: PARTLABEL=KSOLOB]", metavar="SPEC",
+        hint="e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
+    )  # fmt: skip
+    cmdline: Path = key(
+        Path("/proc/cmdline"), _path,
+        "kernel command line; kubesolo.slot=A|B names the booted slot [default: /proc/cmdline]",
+        metavar="PATH",
+    )  # fmt: skip
+    kubeconfig: Path | None = key(
+        None, _optional_path, "none reachable = the Kubernetes checks are 'unavailable'",
+        metavar="PATH",
+    )  # fmt: skip
+    node_name: str = key(
+        parse=_node_name, help="[default: the host name]", metavar="NAME",
+        factory=_default_node_name,
+    )  # fmt: skip
+    containerd_socket: Path = key(
+        Path("/run/containerd/containerd.sock"), _path,
+        "[default: /run/containerd/containerd.sock]", metavar="PATH",
+    )  # fmt: skip
+    data_dir: Path = key(
+        Path("/var/lib/kubesolo"), _path,
+        "the disk-writable probe lives here [default: /var/lib/kubesolo]", metavar="PATH",
+    )  # fmt: skip
+    # the healthcheck command's own options
+    healthcheck_url: str | None = key(
+        None, _optional_url, "Operator probe that must answer 200.", metavar="URL",
+        option="healthcheck", hint="e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
+    )  # fmt: skip
+    auto_rollback_after: int = key(
+        0, _nonneg_int, "Roll back after N failed checks of a trial (0 = off) [default: 0]",
+        metavar="N", option="healthcheck", hint="a count of failed health checks, 0 = off",
+    )  # fmt: skip
+    kube_system_settle: float = key(
+        30.0, _nonneg_float, "kube-system pods must hold Running this long [default: 30]",
+        metavar="SECONDS", option="healthcheck", hint="seconds, e.g. 30",
+    )  # fmt: skip
+    # keys without an option: they only matter on unusual boxes or in tests
+    settle_timeout: float = key(300.0, _nonneg_float, option=None, hint="seconds, e.g. 300")
+    boot_id: Path = key(Path("/proc/sys/kernel/random/boot_id"), _path, option=None)
+    device_tree: Path = key(Path("/proc/device-tree"), _path, option=None)
+    grubenv_backend: str = key("python", _choice(GRUBENV_BACKENDS), option=None)
+    log_format: str = key("auto", _choice(LOG_FORMATS), option=None)
+
+
+#: the keys, in the order of ``--help`` and ``config show``
+KEYS: tuple[attrs.Attribute[Any], ...] = tuple(attrs.fields(Settings))
+#: key -> parser (text to value, ValueError with the reason)
+PARSERS: dict[str, Callable[[str], Any]] = {k.name: k.metadata["parse"] for k in KEYS}
 #: keys a config file may not set (it would have to name itself)
-NOT_IN_FILE = frozenset({"config"})
-
+NOT_IN_FILE = frozenset(k.name for k in KEYS if not k.metadata["in_file"])
 #: how to fix a bad value, per key (for the error line)
-HINTS: dict[str, str] = {
-    "server": "e.g. server=https://updates.example.com/stable/release.json",
-    "healthcheck_url": "e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
-    "slot_a": "e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
-    "slot_b": "e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
-    "bootloader": "use grub, tryboot or auto",
-    "auto_rollback_after": "a count of failed health checks, 0 = off",
-    "kube_system_settle": "seconds, e.g. 30",
-    "settle_timeout": "seconds, e.g. 300",
-}
+HINTS: dict[str, str] = {k.name: k.metadata["hint"] for k in KEYS if k.metadata["hint"]}
+
+
+def options_of(command: str) -> tuple[attrs.Attribute[Any], ...]:
+    """The keys that are options of ``command`` (``GLOBAL``: the global options)."""
+    return tuple(k for k in KEYS if k.metadata["option"] == command)
 
 
 def _unknown(key: str, where: str) -> ConfigError:

@@ -25,7 +25,6 @@ import enum
 from kubesolo_core.errors import (
     ConfigError,
     CorruptInput,
-    HealthCheckFailed,
     KubesoloError,
     PreflightRefused,
 )
@@ -47,7 +46,6 @@ class ExitCode(enum.IntEnum):
 _BY_CLASS: tuple[tuple[type[KubesoloError], ExitCode], ...] = (
     (ConfigError, ExitCode.USAGE),
     (PreflightRefused, ExitCode.REFUSED),
-    (HealthCheckFailed, ExitCode.UNHEALTHY),
     (CorruptInput, ExitCode.CORRUPT),
 )
 

@@ -159,7 +159,7 @@ class UpdateCollector:
             g.add_metric([], 0.0 if view.in_trial else 1.0)
             yield g
             g = gauge("reboot_required", "1 when the running slot is not the next boot's")
-            g.add_metric([], 1.0 if booted is not None and booted is not view.next_boot else 0.0)
+            g.add_metric([], 1.0 if view.reboot_required(booted) else 0.0)
             yield g
 
         check = records.read_record(records.record_path(self.settings.state, records.CHECK_FILE))
@@ -197,8 +197,8 @@ class UpdateCollector:
         info.add_metric(
             [
                 view.kind if view else "unknown",
-                state.from_version or "",
-                state.to_version or "",
+                str(state.from_version or ""),
+                str(state.to_version or ""),
                 state.target_slot.value if state.target_slot else "",
             ],
             1.0,

@@ -13,7 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubesolo_core.results import HealthOutcome
+    from kubesolo_core.versions import Version
 
 CHECK_FILE = "last-check.json"
 HEALTH_FILE = "last-health.json"
@@ -54,3 +58,31 @@ def record_time(doc: dict[str, Any] | None) -> float | None:
         return dt.datetime.fromisoformat(doc["at"]).timestamp()
     except ValueError:
         return None
+
+
+def note_check(
+    state: Path,
+    now: dt.datetime,
+    *,
+    current: Version | None = None,
+    available: Version | None = None,
+    update_available: bool = False,
+    error: BaseException | None = None,
+) -> None:
+    """Record what the last ``check`` (or ``apply``) heard from the server, or its error."""
+    if error is not None:
+        doc: dict[str, Any] = {"ok": False, "error": str(error)}
+    else:
+        doc = {
+            "ok": True,
+            "current_version": None if current is None else str(current),
+            "available_version": None if available is None else str(available),
+            "update_available": update_available,
+        }
+    write_record(record_path(state, CHECK_FILE), doc, now)
+
+
+def note_health(state: Path, now: dt.datetime, outcome: HealthOutcome) -> None:
+    """Record the last ``healthcheck``: healthy or not, one boolean per check."""
+    doc = {"healthy": outcome.healthy, "checks": {c.name: c.ok for c in outcome.report.checks}}
+    write_record(record_path(state, HEALTH_FILE), doc, now)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
+from kubesolo_adapters.sandbox import Sandbox, make_fs_image, publish, release_server
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 from tests.contract.fakeapi import FakeCluster, FakePod, fake_api
 from tests.contract.loopdev import attached
 from tests.contract.test_probes_local import FakeContainerd
@@ -37,16 +37,16 @@ NODE = "edge-e2e"
 def box(tmp_path: Path) -> Iterator[dict[str, object]]:
     require_root()
     require_tool("losetup", "mkfs.ext2", "debugfs", "kubectl")
-    sandbox = demo.Sandbox(tmp_path)
+    sandbox = Sandbox(tmp_path)
     www = tmp_path / "www"
     www.mkdir()
-    factory = demo.make_image(tmp_path, "1.0.0", size=2 << 20)
-    old_b = demo.make_image(tmp_path, "0.9.0", size=2 << 20)
+    factory = make_fs_image(tmp_path, "1.0.0", size=2 << 20)
+    old_b = make_fs_image(tmp_path, "0.9.0", size=2 << 20)
     for slot, content in ((Slot.A, factory), (Slot.B, old_b)):
         with sandbox.slot(slot).open("wb") as f:
             f.truncate(4 << 20)
             f.write(content)
-    demo.publish(www, "1.1.0", demo.make_image(tmp_path, "1.1.0", size=2 << 20))
+    publish(www, "1.1.0", make_fs_image(tmp_path, "1.1.0", size=2 << 20))
     PythonBackend(sandbox.grubenv).set(
         {"active_slot": "A", "boot_counter": "3", "boot_success": "1"}
     )
@@ -61,7 +61,7 @@ def box(tmp_path: Path) -> Iterator[dict[str, object]]:
         dev_a = stack.enter_context(attached(sandbox.slot(Slot.A)))
         dev_b = stack.enter_context(attached(sandbox.slot(Slot.B)))
         api = stack.enter_context(fake_api(tmp_path, cluster))
-        base = stack.enter_context(demo.release_server(www))
+        base = stack.enter_context(release_server(www))
         # Callbacks run last-in first-out: the socket closes before its folder goes.
         stack.callback(shutil.rmtree, sock_dir, ignore_errors=True)
         containerd = FakeContainerd(sock_dir / "containerd.sock")
@@ -103,7 +103,7 @@ def cli(box: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_full_update_on_loop_devices(box: dict[str, object]) -> None:
-    sandbox: demo.Sandbox = box["sandbox"]  # type: ignore[assignment]
+    sandbox: Sandbox = box["sandbox"]  # type: ignore[assignment]
     dev_a, dev_b = box["devices"]  # type: ignore[misc]
 
     before = json.loads(cli(box, "status", "--json").stdout)

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from kubesolo_adapters.autoboot import AUTOBOOT_LIMIT, parse_autoboot
 from kubesolo_adapters.bootfacts import BootFacts
-from kubesolo_adapters.tryboot import AUTOBOOT_LIMIT, TrybootBootEnv, parse_autoboot
+from kubesolo_adapters.tryboot import TrybootBootEnv
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints.config import PARSERS, parse_conf
 from tests.tools import require_tool

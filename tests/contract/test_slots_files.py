@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore
+from kubesolo_adapters.blockdev import BlockSlotStore
+from kubesolo_adapters.slotwriter import HEAD_BYTES
 from kubesolo_core.errors import FetchError, VerifyError
 from kubesolo_core.release import ImageSpec
 from kubesolo_core.slots import Slot

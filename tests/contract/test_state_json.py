@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryClock
+from kubesolo_adapters.fakes import MemoryClock
 from kubesolo_adapters.statefile import JsonStateStore
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.errors import CorruptState, OperationFailed

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kubesolo_adapters import sandbox
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 
 FORBIDDEN = ("httpx", "httpcore", "prometheus_client", "rich", "pydantic")
 
@@ -29,7 +29,7 @@ sys.exit(code)
 
 
 def test_status_json_does_not_import_heavy_modules(tmp_path: Path) -> None:
-    box = demo.Sandbox(tmp_path)
+    box = sandbox.Sandbox(tmp_path)
     for slot in Slot:
         box.slot(slot).write_bytes(b"\0" * 65536)
     box.cmdline.write_text("kubesolo.slot=A\n")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kubesolo_core.errors import CorruptInput, InvalidRelease
 from kubesolo_core.release import parse_release, release_document
-from kubesolo_core.versions import Version, is_newer
+from kubesolo_core.versions import Version, as_version
 
 SHA = "a" * 64
 RAW = "b" * 64
@@ -33,7 +33,7 @@ def doc(**image: Any) -> dict[str, Any]:
 
 def test_parse_and_round_trip() -> None:
     release = parse_release(json.dumps(doc()).encode())
-    assert release.version == "1.3.0"
+    assert str(release.version) == "1.3.0"
     assert release.image.raw_size == 20
     assert parse_release(release_document(release)) == release
 
@@ -88,9 +88,9 @@ def test_version_order(ordered: list[str]) -> None:
 def test_equal_versions_and_newer() -> None:
     assert Version.parse("1.3") == Version.parse("1.3.0")
     assert Version.parse("1.3.0+build7") == Version.parse("1.3.0")
-    assert is_newer("1.3.0", "1.2.9")
-    assert not is_newer("1.3.0", "1.3.0")
-    assert is_newer("1.0.0", None)
+    assert Version.parse("1.3.0") > Version.parse("1.2.9")
+    assert not Version.parse("1.3.0") > Version.parse("1.3.0")
+    assert as_version(None) is None and as_version("1.3") == Version.parse("1.3.0")
     with pytest.raises(CorruptInput, match="MAJOR"):
         Version.parse("one")
 
