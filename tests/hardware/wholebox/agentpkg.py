@@ -1,11 +1,12 @@
-"""The agent inside the guest: this checkout's wheel and its runtime dependencies.
+"""The agent inside the guest: this checkout's wheel and its locked runtime dependencies.
 
-``pip wheel`` builds the wheel from the working tree, and ``pip install
---target`` puts it with its dependencies into the slot's dist-packages, using
-the wheels of the very versions the test environment runs (a constraints
-file made from it), for CPython 3.11 on manylinux x86_64: Debian's 3.11 has
-the same ABI as the host's, so zstandard's and pydantic-core's compiled
-extensions load in the guest. The console script pip writes names the host's
+``pip install --target`` puts the dependencies pinned in
+``requirements/runtime.lock`` (the lock the shipped artifacts are built
+from, every file checked against its sha256) into the slot's dist-packages,
+as CPython 3.11 manylinux x86_64 wheels: Debian's 3.11 has the same ABI as
+the host's, so zstandard's and pydantic-core's compiled extensions load in
+the guest. Then the wheel ``pip wheel`` builds from the working tree, without
+dependencies. The console script pip writes names the host's
 interpreter; the slot gets its own, pointing at the guest's python3.11.
 Everything is compiled to unchecked-hash pycs by the guest's interpreter,
 then imported by it once, on the host, as a check that nothing is missing.
@@ -14,7 +15,6 @@ then imported by it once, on the host, as a check that nothing is missing.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -23,14 +23,15 @@ from pathlib import Path
 
 from tests.hardware.wholebox.runtime import add_libraries, compile_tree, run_guest_python
 
-__all__ = ["DIST_PACKAGES", "LAUNCHER", "REPO", "install_agent", "source_digest"]
+__all__ = ["DIST_PACKAGES", "LAUNCHER", "LOCK", "REPO", "install_agent", "source_digest"]
 
 REPO = Path(__file__).resolve().parents[3]
+#: the runtime dependencies, pinned with their hashes (scripts/lock.sh)
+LOCK = REPO / "requirements" / "runtime.lock"
 #: where Debian's python3.11 finds packages that are not in the standard library
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
 LAUNCHER = "usr/bin/kubesolo-update"
 _SOURCES = ("kubesolo_core", "kubesolo_adapters", "kubesolo_entrypoints")
-_NOT_PINNED = {"kubesolo-update", "pip", "setuptools", "wheel"}
 
 _LAUNCHER_TEXT = """#!/usr/bin/python3.11 -I
 import sys
@@ -54,16 +55,6 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
-def pins() -> list[str]:
-    """``name==version`` of every distribution in the running environment."""
-    found = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name and name.lower() not in _NOT_PINNED:
-            found[name.lower()] = f"{name}=={dist.version}"
-    return sorted(found.values())
-
-
 def _pip(*args: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
@@ -83,16 +74,20 @@ def install_agent(root: Path, tree: Path) -> list[str]:
     compiled dependencies load come from there.
     """
     target = root / DIST_PACKAGES
+    platform = (
+        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+        "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+    )  # fmt: skip
+    _pip(
+        "install", "--quiet", "--no-compile", "--target", str(target), *platform,
+        "--require-hashes", "--no-deps", "--requirement", str(LOCK),
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ksolo-wheel-") as tmp:
         wheels = Path(tmp) / "wheels"
         _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(REPO))
-        constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(pins()) + "\n")
         _pip(
-            "install", "--quiet", "--no-compile", "--target", str(target),
-            "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
-            "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-            "--constraint", str(constraints), *map(str, wheels.glob("*.whl")),
+            "install", "--quiet", "--no-compile", "--target", str(target), *platform,
+            "--no-deps", *map(str, wheels.glob("*.whl")),
         )  # fmt: skip
     shutil.rmtree(target / "bin", ignore_errors=True)
     # zstandard's wheel carries a second backend for cffi, which is not installed.

@@ -29,11 +29,11 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.diskimage import DiskLayout, DiskSizes, Partition, build_disk_image
-from kubesolo_adapters.diskimage import read_grubenv as _read_grubenv
-from kubesolo_adapters.qemu import BootResult, QemuRunner
 from kubesolo_core.slots import Slot
+from tests.hardware.diskimage import DiskLayout, DiskSizes, Partition, build_disk_image
+from tests.hardware.diskimage import read_grubenv as _read_grubenv
 from tests.hardware.harness import GRUB_CFG, STATS
+from tests.hardware.qemu import BootResult, QemuRunner
 from tests.hardware.wholebox import release
 from tests.hardware.wholebox.rootfs import MIB, SlotVariant, base_tree, slot_image
 

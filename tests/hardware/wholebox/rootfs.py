@@ -112,7 +112,7 @@ def _inputs() -> dict[str, object]:
         "kernel": kernel_deb.name,
         "busybox": hashlib.sha256(runtime.BUSYBOX.read_bytes()).hexdigest(),
         "agent": agentpkg.source_digest(),
-        "pins": agentpkg.pins(),
+        "lock": hashlib.sha256(agentpkg.LOCK.read_bytes()).hexdigest(),
         "builder": _digest_files([*HERE.glob("*.py"), *(HERE / "guestfs").iterdir(), BOOT_HELPER]),
     }
 
