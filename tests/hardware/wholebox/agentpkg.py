@@ -5,7 +5,8 @@
 from, every file checked against its sha256) into the slot's dist-packages,
 as CPython 3.11 manylinux x86_64 wheels: Debian's 3.11 has the same ABI as
 the host's, so zstandard's and pydantic-core's compiled extensions load in
-the guest. Then the wheel ``pip wheel`` builds from the working tree, without
+the guest. Then our own wheel, built from a clean copy of the sources by the function
+that builds the shipped artifacts (``scripts/build_artifacts.py``), without
 dependencies. The console script pip writes names the host's
 interpreter; the slot gets its own, pointing at the guest's python3.11.
 Everything is compiled to unchecked-hash pycs by the guest's interpreter,
@@ -15,11 +16,13 @@ then imported by it once, on the host, as a check that nothing is missing.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tests.hardware.wholebox.runtime import add_libraries, compile_tree, run_guest_python
 
@@ -28,10 +31,10 @@ __all__ = ["DIST_PACKAGES", "LAUNCHER", "LOCK", "REPO", "install_agent", "source
 REPO = Path(__file__).resolve().parents[3]
 #: the runtime dependencies, pinned with their hashes (scripts/lock.sh)
 LOCK = REPO / "requirements" / "runtime.lock"
+BUILD_ARTIFACTS = REPO / "scripts" / "build_artifacts.py"
 #: where Debian's python3.11 finds packages that are not in the standard library
 DIST_PACKAGES = "usr/lib/python3/dist-packages"
 LAUNCHER = "usr/bin/kubesolo-update"
-_SOURCES = ("kubesolo_core", "kubesolo_adapters", "kubesolo_entrypoints")
 
 _LAUNCHER_TEXT = """#!/usr/bin/python3.11 -I
 import sys
@@ -43,16 +46,30 @@ sys.exit(main())
 
 
 def source_digest() -> str:
-    """A digest of everything the wheel is built from (the agent's code and metadata)."""
+    """A digest of everything the wheel is built from (what ``stage_sources`` copies)."""
+    artifacts = _artifacts()
     digest = hashlib.sha256()
-    files = [REPO / "pyproject.toml", REPO / "README.md"]
-    for package in _SOURCES:
-        files += sorted(
-            p for p in (REPO / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        )
+    files = [REPO / "pyproject.toml", REPO / "README.md", BUILD_ARTIFACTS]
+    for package in artifacts.OWN:
+        for pattern in artifacts.OWN_FILES:
+            files += sorted(
+                p for p in (REPO / package).rglob(pattern) if "__pycache__" not in p.parts
+            )
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def _artifacts() -> Any:
+    """scripts/build_artifacts.py (a script, not a package): its clean-copy wheel builder."""
+    spec = importlib.util.spec_from_file_location("build_artifacts", BUILD_ARTIFACTS)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get("build_artifacts")
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["build_artifacts"] = module  # its dataclasses look themselves up there
+        spec.loader.exec_module(module)
+    return module
 
 
 def _pip(*args: str) -> None:
@@ -83,11 +100,10 @@ def install_agent(root: Path, tree: Path) -> list[str]:
         "--require-hashes", "--no-deps", "--requirement", str(LOCK),
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="ksolo-wheel-") as tmp:
-        wheels = Path(tmp) / "wheels"
-        _pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(REPO))
+        wheel = _artifacts().own_wheel(Path(tmp))
         _pip(
             "install", "--quiet", "--no-compile", "--target", str(target), *platform,
-            "--no-deps", *map(str, wheels.glob("*.whl")),
+            "--no-deps", str(wheel),
         )  # fmt: skip
     shutil.rmtree(target / "bin", ignore_errors=True)
     # zstandard's wheel carries a second backend for cffi, which is not installed.
