@@ -15,7 +15,7 @@ down to what a box running the agent needs:
 * busybox-static for the shell and the small tools (init, mount, insmod).
 
 The standard library is then compiled to ``__pycache__`` with the guest's
-own interpreter (run on the host through the guest's own dynamic loader)
+own interpreter (run on the host, chrooted into the staging tree)
 and ``unchecked-hash`` pycs, because the slot is mounted read-only: a box
 could never write its bytecode cache, and a pyc checked against source
 mtimes would be rejected after ``mkfs -d`` copied the files.
