@@ -7,6 +7,7 @@ pkgs=(
   qemu-system-x86 ovmf                            # tests/hardware
   mtools dosfstools fdisk gdisk e2fsprogs util-linux
   busybox-static cpio                             # the guest's initramfs
+  binutils                                        # strip: the whole-box slot image's extensions
   nginx-light                                     # the real HTTP server of tests/contract
   prometheus                                      # promtool check metrics
   containerd                                      # a real containerd for the probe's contract case
