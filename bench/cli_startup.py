@@ -25,18 +25,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters import sandbox
+from kubesolo_adapters.grubenvfile import PythonBackend
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
 
 
 def sample_box(root: Path) -> list[str]:
     """The sample box; returns the CLI arguments that point at it."""
-    box = demo.Sandbox(root)
+    box = sandbox.Sandbox(root)
     for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "1.1.0")):
-        image = demo.make_image(root, version, size=1 << 20)
+        image = sandbox.make_fs_image(root, version, size=1 << 20)
         with box.slot(slot).open("wb") as f:
             f.truncate(2 << 20)
             f.write(image)

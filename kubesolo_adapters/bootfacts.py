@@ -16,6 +16,7 @@ from pathlib import Path
 
 import attrs
 
+from kubesolo_adapters.inputs import NotRegularFile, read_input
 from kubesolo_core.errors import BootEnvError
 from kubesolo_core.slots import Slot
 
@@ -40,9 +41,23 @@ def slot_from_cmdline(cmdline: str) -> Slot | None:
     return Slot.parse(value) if value is not None else None
 
 
-def _read_text(path: Path) -> str | None:
+#: a kernel command line is at most a few KiB (COMMAND_LINE_SIZE); a boot id is 37 bytes
+_LIMIT = 64 << 10
+
+
+def _read_text(path: Path, what: str) -> str | None:
+    """The text of ``path``; None when missing or unreadable; BootEnvError for a special file.
+
+    A FIFO or a device named as the command line is a mistake to report, not
+    an unknown to live with: reading a FIFO would hang the agent.
+    """
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return read_input(path, limit=_LIMIT).decode("utf-8", errors="replace")
+    except NotRegularFile as exc:
+        raise BootEnvError(
+            f"{what} {path}: {exc.strerror}",
+            way_out="point it at /proc/cmdline (--cmdline) or /proc/sys/kernel/random/boot_id",
+        ) from None
     except OSError:
         return None
 
@@ -62,12 +77,12 @@ class BootFacts:
 
     def booted_slot(self) -> Slot | None:
         """``kubesolo.slot=`` of the kernel command line, None when absent or not A/B."""
-        text = _read_text(self.cmdline)
+        text = _read_text(self.cmdline, "kernel command line")
         return None if text is None else slot_from_cmdline(text)
 
     def boot_id(self) -> str | None:
         """This boot's id, None when unreadable or empty."""
-        text = _read_text(self.boot_id_path)
+        text = _read_text(self.boot_id_path, "boot id")
         if text is None:
             return None
         value = text.strip()

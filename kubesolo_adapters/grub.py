@@ -26,8 +26,8 @@ from pathlib import Path
 import attrs
 
 from kubesolo_adapters.bootfacts import BootFacts, system_reboot
-from kubesolo_adapters.grubenv import EditenvBackend, EnvBackend, PythonBackend
-from kubesolo_core.bootmodel import ACTIVE, COUNTER, SUCCESS, BootView, GrubModel
+from kubesolo_adapters.grubenvfile import EditenvBackend, EnvBackend, PythonBackend
+from kubesolo_core.bootmodel import ACTIVE, COUNTER, SUCCESS, Bootloader, BootView, GrubModel
 from kubesolo_core.errors import BootEnvError, ConfigError
 from kubesolo_core.slots import Slot
 
@@ -65,7 +65,7 @@ class GrubBootEnv:
         self._env = make_backend(self.grubenv, self.backend)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Bootloader:
         """``grub``."""
         return self.model.kind
 

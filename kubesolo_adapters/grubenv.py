@@ -25,10 +25,8 @@ too. Names that the block cannot carry back (empty, containing ``=``, a
 newline or NUL, or starting with ``#``, which the parser skips as a comment)
 are refused as well.
 
-Two backends share one small interface: :class:`PythonBackend` (the default:
-atomic replace through :func:`kubesolo_adapters.atomic.atomic_write`) and
-:class:`EditenvBackend` (the grub-editenv binary, which rewrites the file in
-place and so is not atomic on power loss).
+Reading and writing the file on the ESP is :mod:`kubesolo_adapters.grubenvfile`
+(our writer, atomic, or the grub-editenv binary).
 
 Bytes that are not UTF-8 are carried through with ``surrogateescape``: a
 foreign variable written by another tool survives our edits byte for byte.
@@ -36,32 +34,25 @@ foreign variable written by another tool survives our edits byte for byte.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Protocol
 
-import attrs
-
-from kubesolo_adapters.atomic import atomic_write
 from kubesolo_core.errors import BootEnvError, CorruptInput
 
 __all__ = [
     "DEFAULT_SIZE",
     "SIGNATURE",
     "WARNING",
-    "EditenvBackend",
-    "EnvBackend",
     "EnvBlockFull",
     "InvalidEnvBlock",
-    "PythonBackend",
+    "check_name",
+    "check_value",
     "create",
     "escaped_len",
     "free_bytes",
     "last_wins",
     "parse",
     "set_vars",
+    "text_of",
     "unset_vars",
     "validate",
 ]
@@ -74,7 +65,7 @@ MIN_SIZE = len(SIGNATURE) + 1
 
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
-_WAY_OUT_CORRUPT = (
+WAY_OUT_CORRUPT = (
     "inspect the file; if it holds nothing you need, recreate it with "
     "`grub-editenv FILE create` and activate again"
 )
@@ -99,7 +90,7 @@ def _b(text: str) -> bytes:
     return text.encode(_ENC, _ERRORS)
 
 
-def _s(raw: bytes) -> str:
+def text_of(raw: bytes) -> str:
     return raw.decode(_ENC, _ERRORS)
 
 
@@ -125,14 +116,14 @@ def validate(block: bytes, *, source: str = "<bytes>") -> None:
         raise InvalidEnvBlock(
             f"{source}: not a GRUB environment block: {size} bytes, "
             f"a block has at least {MIN_SIZE}",
-            way_out=_WAY_OUT_CORRUPT,
+            way_out=WAY_OUT_CORRUPT,
         )
     if not block.startswith(SIGNATURE):
         seen = block[: len(SIGNATURE)]
         raise InvalidEnvBlock(
             f"{source}: not a GRUB environment block: it starts with {seen!r}, "
             f"expected the signature {SIGNATURE!r}",
-            way_out=_WAY_OUT_CORRUPT,
+            way_out=WAY_OUT_CORRUPT,
         )
     space = _space_start(block)
     # grub_envblk_set needs a newline just before the padding; with NUL
@@ -142,7 +133,7 @@ def validate(block: bytes, *, source: str = "<bytes>") -> None:
         raise InvalidEnvBlock(
             f"{source}: GRUB environment block is damaged: no newline before the '#' "
             f"padding at offset {space} (bytes there: {tail!r})",
-            way_out=_WAY_OUT_CORRUPT,
+            way_out=WAY_OUT_CORRUPT,
         )
 
 
@@ -193,7 +184,7 @@ def parse(block: bytes, *, source: str = "<bytes>") -> list[tuple[str, str]]:
                 cur += 1
         if cur >= end:
             break
-        out.append((_s(name), _s(bytes(value))))
+        out.append((text_of(name), text_of(bytes(value))))
         pos = cur + 1
     return out
 
@@ -208,7 +199,7 @@ def free_bytes(block: bytes) -> int:
     return len(block) - _space_start(block)
 
 
-def _check_name(name: str, source: str) -> bytes:
+def check_name(name: str, source: str) -> bytes:
     raw = _b(name)
     if not raw or b"=" in raw or b"\n" in raw or b"\0" in raw or raw.startswith(b"#"):
         raise BootEnvError(
@@ -219,7 +210,7 @@ def _check_name(name: str, source: str) -> bytes:
     return raw
 
 
-def _check_value(name: str, value: str, source: str) -> bytes:
+def check_value(name: str, value: str, source: str) -> bytes:
     raw = _b(value)
     if b"\0" in raw:
         raise BootEnvError(
@@ -253,20 +244,20 @@ def _set_one(buf: bytearray, name: bytes, value: bytes, source: str) -> None:
                 cur += 2 if buf[cur] == 0x5C else 1
             if cur >= space:
                 raise InvalidEnvBlock(
-                    f"{source}: the line of {_s(name)!r} runs into the padding "
+                    f"{source}: the line of {text_of(name)!r} runs into the padding "
                     "(a trailing backslash): the block is damaged",
-                    way_out=_WAY_OUT_CORRUPT,
+                    way_out=WAY_OUT_CORRUPT,
                 )
             old = cur - start
             if vlen - old > size - space:
-                raise _full(source, _s(name), vlen - old, size - space, size)
+                raise _full(source, text_of(name), vlen - old, size - space, size)
             new = bytes(buf[:start]) + escaped + bytes(buf[cur:space])
             buf[:] = new + b"#" * (size - len(new))
             return
         pos = _next_line(bytes(buf), pos)
     need = nlen + 1 + vlen + 1
     if need > size - space:
-        raise _full(source, _s(name), need, size - space, size)
+        raise _full(source, text_of(name), need, size - space, size)
     buf[space : space + need] = name + b"=" + escaped + b"\n"
 
 
@@ -279,7 +270,7 @@ def set_vars(block: bytes, mapping: Mapping[str, str], *, source: str = "<bytes>
     validate(block, source=source)
     buf = bytearray(block)
     for name, value in mapping.items():
-        _set_one(buf, _check_name(name, source), _check_value(name, value, source), source)
+        _set_one(buf, check_name(name, source), check_value(name, value, source), source)
     return bytes(buf)
 
 
@@ -292,7 +283,7 @@ def unset_vars(block: bytes, names: Iterable[str], *, source: str = "<bytes>") -
     buf = bytes(block)
     size = len(buf)
     for name in names:
-        raw = _check_name(name, source)
+        raw = check_name(name, source)
         nlen = len(raw)
         pos = len(SIGNATURE)
         while pos < size:
@@ -302,7 +293,7 @@ def unset_vars(block: bytes, names: Iterable[str], *, source: str = "<bytes>") -
                     raise InvalidEnvBlock(
                         f"{source}: the line of {name!r} runs past the end of the block "
                         "(a trailing backslash): the block is damaged",
-                        way_out=_WAY_OUT_CORRUPT,
+                        way_out=WAY_OUT_CORRUPT,
                     )
                 buf = buf[:pos] + buf[nxt:] + b"#" * (nxt - pos)
                 break
@@ -323,197 +314,3 @@ def create(size: int = DEFAULT_SIZE) -> bytes:
         )
     head = SIGNATURE + WARNING if size > len(SIGNATURE) + len(WARNING) else SIGNATURE
     return head + b"#" * (size - len(head))
-
-
-# --------------------------------------------------------------------------- backends
-
-
-class EnvBackend(Protocol):
-    """One way of reading and editing a grubenv file."""
-
-    @property
-    def path(self) -> Path:
-        """The grubenv file."""
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """Every variable in file order (duplicates included); [] when the file is missing."""
-
-    def read(self) -> dict[str, str]:
-        """The variables as GRUB sees them (last duplicate wins); {} when missing."""
-
-    def set(self, mapping: Mapping[str, str]) -> None:
-        """Set variables in one write, creating a 1024-byte block if the file is missing."""
-
-    def unset(self, names: Iterable[str]) -> None:
-        """Delete the first line of each name in one write."""
-
-    def create(self) -> None:
-        """Overwrite the file with an empty block (like grub-editenv create)."""
-
-
-def _os_error(action: str, path: Path, exc: OSError) -> BootEnvError:
-    return BootEnvError(
-        f"could not {action} {path}: {exc.strerror or exc}",
-        way_out="check that the ESP/boot partition is mounted read-write and not full",
-    )
-
-
-@attrs.define
-class PythonBackend:
-    """The pure-Python editor: validate, edit in memory, replace the file atomically.
-
-    Symlinks are followed (the link stays, its target is replaced), as
-    grub-editenv does. The file keeps its permission bits.
-    """
-
-    path: Path = attrs.field(converter=Path)
-    create_size: int = DEFAULT_SIZE
-
-    def _load(self) -> bytes | None:
-        try:
-            return self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise _os_error("read", self.path, exc) from None
-
-    def _store(self, data: bytes) -> None:
-        target = self.path.resolve() if self.path.is_symlink() else self.path
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            mode = 0o644
-        except OSError as exc:
-            raise _os_error("stat", target, exc) from None
-        try:
-            atomic_write(target, data, mode)
-        except OSError as exc:
-            raise _os_error("write", target, exc) from None
-
-    def pairs(self) -> list[tuple[str, str]]:
-        data = self._load()
-        return [] if data is None else parse(data, source=str(self.path))
-
-    def read(self) -> dict[str, str]:
-        return last_wins(self.pairs())
-
-    def set(self, mapping: Mapping[str, str]) -> None:
-        data = self._load()
-        block = create(self.create_size) if data is None else data
-        self._store(set_vars(block, mapping, source=str(self.path)))
-
-    def unset(self, names: Iterable[str]) -> None:
-        data = self._load()
-        block = create(self.create_size) if data is None else data
-        self._store(unset_vars(block, names, source=str(self.path)))
-
-    def create(self) -> None:
-        self._store(create(self.create_size))
-
-
-@attrs.define
-class EditenvBackend:
-    """The grub-editenv binary, driven with argument lists (never a shell).
-
-    The file is validated with :func:`validate` before every edit so that both
-    backends refuse the same files with the same error. grub-editenv rewrites
-    the file in place: a power cut during its write may leave a torn block,
-    which is why :class:`PythonBackend` is the default.
-
-    ``list`` prints values unescaped, so a value holding a newline is
-    ambiguous in its output; :meth:`pairs` joins a line without ``=`` to the
-    previous value, which is right unless the continuation itself holds ``=``.
-    The agent's own variables never hold newlines.
-    """
-
-    path: Path = attrs.field(converter=Path)
-    binary: str = "grub-editenv"
-    timeout: float = 30.0
-
-    def _run(self, *args: str) -> str:
-        argv = [self.binary, str(self.path), *args]
-        env = {**os.environ, "LC_ALL": "C"}
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                timeout=self.timeout,
-                check=False,
-                env=env,
-            )
-        except FileNotFoundError:
-            raise BootEnvError(
-                f"{self.binary} not found",
-                way_out="install grub-common, or use the python grubenv backend",
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise BootEnvError(
-                f"{self.binary} {self.path} {args[0]} did not finish in {self.timeout:g}s"
-            ) from None
-        err = _s(proc.stderr).strip()
-        if proc.returncode != 0:
-            if "too small" in err:
-                raise EnvBlockFull(
-                    f"{self.path}: {err} (grub-editenv {args[0]}); nothing was written",
-                    way_out="unset unused variables or shorten the value",
-                )
-            if "invalid environment block" in err:
-                raise InvalidEnvBlock(f"{self.path}: {err}", way_out=_WAY_OUT_CORRUPT)
-            raise BootEnvError(
-                f"{self.binary} {self.path} {args[0]} failed with rc={proc.returncode}: {err}"
-            )
-        return _s(proc.stdout)
-
-    def _validate_existing(self) -> None:
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _os_error("read", self.path, exc) from None
-        validate(data, source=str(self.path))
-
-    def pairs(self) -> list[tuple[str, str]]:
-        # `list` would create a missing file; reading must not write.
-        if not self.path.exists():
-            return []
-        self._validate_existing()
-        out: list[tuple[str, str]] = []
-        text = self._run("list")
-        lines = text.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        for line in lines:
-            if "=" in line or not out:
-                name, _, value = line.partition("=")
-                out.append((name, value))
-            else:
-                name, value = out[-1]
-                out[-1] = (name, value + "\n" + line)
-        return out
-
-    def read(self) -> dict[str, str]:
-        return last_wins(self.pairs())
-
-    def set(self, mapping: Mapping[str, str]) -> None:
-        source = str(self.path)
-        args = []
-        for name, value in mapping.items():
-            _check_name(name, source)
-            _check_value(name, value, source)
-            args.append(f"{name}={value}")
-        if not args:
-            return
-        self._validate_existing()
-        self._run("set", *args)
-
-    def unset(self, names: Iterable[str]) -> None:
-        source = str(self.path)
-        wanted = list(names)
-        for name in wanted:
-            _check_name(name, source)
-        self._validate_existing()
-        self._run("unset", *wanted)
-
-    def create(self) -> None:
-        self._run("create")

@@ -1,7 +1,8 @@
 """The release server over HTTP(S) (httpx) and file:// URLs: the Fetcher port for real.
 
-Keep this module off the CLI's start-up path: it imports httpx and ssl, and
-only the commands that fetch (check, apply) need it.
+Importing this module is cheap: httpx and ssl are imported by the methods
+that fetch (only check and apply do), so the composition root can build the
+fetcher for every command and ``status`` still never loads them.
 
 What a box on a bad link can expect:
 
@@ -21,84 +22,60 @@ What a box on a bad link can expect:
   the fly (:func:`kubesolo_adapters.streams.hashed`), and https is verified
   against the system's CA store by default (or a CA bundle file given as
   ``verify``);
-* ``file://`` URLs and plain paths read air-gapped media, streamed too.
+* ``file://`` URLs and plain paths read air-gapped media, streamed too;
+  only regular files are opened (a FIFO or a device is refused, never read);
+* every URL is checked with :func:`kubesolo_core.urls.check_url` before
+  urllib or httpx sees it, and an image URL, once resolved against its
+  document, must keep the document's scheme (or go from http to https): a
+  document from a server never makes the agent read a local file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
-import re
-import ssl
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
 import attrs
-import httpx
 
+from kubesolo_adapters.download import (
+    Download,
+    FetchStatusError,
+    FetchTooLong,
+    SpeedGuard,
+    TooSlow,
+)
+from kubesolo_adapters.inputs import InputTooLarge, open_input, read_input
 from kubesolo_adapters.streams import hashed
-from kubesolo_core.errors import FetchError
+from kubesolo_core.errors import FetchError, InvalidRelease, InvalidUrl
 from kubesolo_core.ports import Progress
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.release import IMAGE_SCHEMES, ImageSpec
+from kubesolo_core.urls import check_image_url, check_url, scheme_of
 
-__all__ = ["RELEASE_LIMIT", "HttpFetcher"]
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+__all__ = ["RELEASE_LIMIT", "FetchStatusError", "FetchTooLong", "HttpFetcher"]
 
 #: a release document is a few hundred bytes; anything over this is not one
 RELEASE_LIMIT = 1 << 20
 
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _USER_AGENT = "kubesolo-update"
-
-
-class _TooSlow(Exception):
-    """The transfer stayed under the minimum speed for a whole window."""
-
-
-class _Retry(Exception):
-    """A failed attempt worth another try."""
-
-    def __init__(self, cause: str, retry_after: float | None = None) -> None:
-        super().__init__(cause)
-        self.cause = cause
-        self.retry_after = retry_after
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.strip().isdigit() else None
-
-
-def _content_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _transport_cause(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"
-
-
-def _is_cert_failure(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # the cause chain is short; bound it anyway
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
-            seen
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _local_path(url: str) -> str | None:
     """The file system path of a file:// URL or a plain path; None for other schemes."""
+    if scheme_of(url) is not None:
+        try:  # urllib must never see a malformed URL (it raises ValueError)
+            check_url(url, schemes=IMAGE_SCHEMES)
+        except InvalidUrl as exc:
+            raise FetchError(f"{url[:200]}: {exc.message}", way_out=exc.way_out) from None
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "":
         return url
@@ -106,7 +83,10 @@ def _local_path(url: str) -> str | None:
         return None
     if parts.netloc not in ("", "localhost"):
         raise FetchError(f"{url}: file:// URLs on another host are not supported")
-    return urllib.request.url2pathname(parts.path)
+    # urllib.request costs ~25 ms to import; only file:// URLs need it, and only here.
+    from urllib.request import url2pathname
+
+    return url2pathname(parts.path)
 
 
 @attrs.define(kw_only=True)
@@ -127,19 +107,20 @@ class HttpFetcher:
     speed_window: float = 60
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
-    #: built once: loading the CA store costs tens of ms, and apply opens two clients
-    _ssl_context: ssl.SSLContext | bool | None = attrs.field(
-        default=None, init=False, repr=False, eq=False
-    )
+    #: the TLS context, built once: loading the CA store costs tens of ms, and a
+    #: TUF refresh makes several requests
+    _context: ssl.SSLContext | bool | None = attrs.field(default=None, init=False, repr=False)
 
     # ----------------------------------------------------------------- plumbing
 
     def _ssl(self) -> ssl.SSLContext | bool:
-        if self._ssl_context is None:
-            self._ssl_context = self._make_ssl()
-        return self._ssl_context
+        if self._context is None:
+            self._context = self._new_ssl()
+        return self._context
 
-    def _make_ssl(self) -> ssl.SSLContext | bool:
+    def _new_ssl(self) -> ssl.SSLContext | bool:
+        import ssl
+
         if self.verify is False:
             return False
         if isinstance(self.verify, str):
@@ -161,6 +142,8 @@ class HttpFetcher:
         return ctx
 
     def _client(self) -> httpx.Client:
+        import httpx
+
         return httpx.Client(
             timeout=httpx.Timeout(
                 connect=self.connect_timeout,
@@ -174,7 +157,8 @@ class HttpFetcher:
             headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"},
         )
 
-    def _delay(self, failures: int, retry_after: float | None) -> float:
+    def backoff_delay(self, failures: int, retry_after: float | None) -> float:
+        """How long to wait after ``failures`` failures in a row (jittered, capped)."""
         delay = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
         delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not cryptography)
         if retry_after is not None:
@@ -183,34 +167,46 @@ class HttpFetcher:
 
     # ----------------------------------------------------------------- release document
 
-    def fetch_release(self, url: str) -> bytes:
-        """The release document at ``url`` (http, https, file:// or a path); at most 1 MiB."""
+    def fetch_release(self, url: str, *, limit: int = RELEASE_LIMIT) -> bytes:
+        """The document at ``url`` (http, https, file:// or a path); at most ``limit`` bytes.
+
+        Raises FetchTooLong past ``limit`` and FetchStatusError for an HTTP
+        error status or a missing file (404), so that TUF can tell "no newer
+        root" from a failure.
+        """
+        import httpx
+
         path = _local_path(url)
         if path is not None:
             try:
-                with Path(path).open("rb") as fh:
-                    data = fh.read(RELEASE_LIMIT + 1)
+                return read_input(path, limit=limit)
+            except FileNotFoundError:
+                raise FetchStatusError(f"{url}: no such file", status=404) from None
+            except InputTooLarge:
+                raise FetchTooLong(
+                    f"{url}: bigger than {limit} bytes: not a release document"
+                ) from None
             except OSError as exc:
                 raise FetchError(f"{url}: {exc.strerror or exc}") from None
-            if len(data) > RELEASE_LIMIT:
-                raise FetchError(
-                    f"{url}: bigger than {RELEASE_LIMIT} bytes: not a release document"
-                )
-            return data
         _check_scheme(url)
         with self._client() as client:
-            dl = _Download(fetcher=self, client=client, url=url, size=RELEASE_LIMIT)
+            dl = Download(fetcher=self, client=client, url=url, size=limit)
             while True:
-                response, _ = dl.connect(0, whole_limit=RELEASE_LIMIT)
+                response, _ = dl.connect(0, whole_limit=limit)
                 try:
                     body = bytearray()
-                    for part in response.iter_raw(self.chunk_size):
+                    # metadata is small, but a trickle must not hold the box either
+                    speed = SpeedGuard(fetcher=self)
+                    for part in response.iter_raw():  # as it arrives: the guard sees the pace
                         body += part
-                        if len(body) > RELEASE_LIMIT:
-                            raise FetchError(
-                                f"{url}: bigger than {RELEASE_LIMIT} bytes: not a release document"
+                        if len(body) > limit:
+                            raise FetchTooLong(
+                                f"{url}: bigger than {limit} bytes: not a release document"
                             )
+                        speed.feed(len(part))
                     return bytes(body)
+                except TooSlow as slow:
+                    dl.failed(str(slow))
                 except httpx.TransportError as exc:
                     dl.transport_failed(exc)
                 finally:
@@ -219,15 +215,33 @@ class HttpFetcher:
     # ----------------------------------------------------------------- image
 
     def open_image(
-        self, release_url: str, image: ImageSpec, progress: Progress | None = None
+        self,
+        release_url: str,
+        image: ImageSpec,
+        progress: Progress | None = None,
+        *,
+        check_hash: bool = True,
     ) -> Iterator[bytes]:
         """Open the image (eagerly: a 404 raises here) and stream its served bytes.
 
         The stream resumes cut connections, never yields more than
         ``image.size`` bytes and raises FetchError at its end unless size and
-        SHA-256 are the release's.
+        SHA-256 are the release's (``check_hash=False``: the size only, for a
+        caller that checks each piece against signed chunk hashes).
         """
-        url = urllib.parse.urljoin(release_url, image.url)
+        try:
+            check_url(image.url, schemes=IMAGE_SCHEMES, relative=True)
+            if scheme_of(release_url) is not None:
+                check_url(release_url, schemes=IMAGE_SCHEMES)
+            url = urllib.parse.urljoin(release_url, image.url)
+            if scheme_of(url) is not None:  # else a plain path next to a local document
+                check_url(url, schemes=IMAGE_SCHEMES)
+            check_image_url(release_url, url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url {image.url[:80]!r}: {exc.message}",
+                way_out=exc.way_out,
+            ) from None
         path = _local_path(url)
         if path is not None:
             chunks = self._file_chunks(url, path, image, progress)
@@ -235,22 +249,24 @@ class HttpFetcher:
             _check_scheme(url)
             client = self._client()
             try:
-                dl = _Download(fetcher=self, client=client, url=url, size=image.size)
+                dl = Download(fetcher=self, client=client, url=url, size=image.size)
                 first = dl.connect(0, whole_limit=image.size)
             except BaseException:
                 client.close()
                 raise
             chunks = dl.chunks(first, progress)
-        return hashed(chunks, size=image.size, sha256=image.sha256, what=url)
+        return hashed(
+            chunks, size=image.size, sha256=image.sha256 if check_hash else None, what=url
+        )
 
     def _file_chunks(
         self, url: str, path: str, image: ImageSpec, progress: Progress | None
     ) -> Iterator[bytes]:
         try:
-            fh = Path(path).open("rb")  # noqa: SIM115  (closed by the generator below)
+            fh = open_input(path)
+            size = os.fstat(fh.fileno()).st_size
         except OSError as exc:
             raise FetchError(f"{url}: {exc.strerror or exc}") from None
-        size = Path(path).stat().st_size
         if size != image.size:
             fh.close()
             raise FetchError(
@@ -287,179 +303,3 @@ def _check_scheme(url: str) -> None:
             f"{url}: unsupported URL scheme {scheme!r}",
             way_out="use an https://, http:// or file:// URL",
         )
-
-
-@attrs.define(kw_only=True)
-class _Download:
-    """One URL's attempts: connecting with Range, counting failures, backing off."""
-
-    fetcher: HttpFetcher
-    client: httpx.Client
-    url: str
-    size: int
-    attempts: int = 0
-    failures: int = 0
-
-    @property
-    def _max_attempts(self) -> int:
-        return 10 * (self.fetcher.retries + 1)
-
-    def _give_up(self, cause: str, *, retried: bool = True) -> NoReturn:
-        if retried:
-            raise FetchError(
-                f"{self.url}: gave up after {self.attempts} attempt(s): {cause}",
-                way_out="check the network and the server, then run apply again",
-            )
-        raise FetchError(f"{self.url}: {cause} (attempt {self.attempts}, not retried)")
-
-    def failed(self, cause: str, retry_after: float | None = None) -> None:
-        """Count a failed attempt; back off, or raise FetchError when the budget is spent."""
-        self.failures += 1
-        if self.failures > self.fetcher.retries or self.attempts >= self._max_attempts:
-            self._give_up(cause)
-        self.fetcher.sleep(self.fetcher._delay(self.failures, retry_after))
-
-    def transport_failed(self, exc: httpx.HTTPError) -> None:
-        """A connection-level failure: fatal for certificates and protocol misuse, else retried."""
-        if _is_cert_failure(exc):
-            raise FetchError(
-                f"{self.url}: TLS certificate verification failed: {exc}",
-                way_out="install the server's CA in the system store or pass a CA bundle",
-            ) from None
-        if not isinstance(exc, httpx.TransportError) or isinstance(
-            exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError
-        ):
-            self._give_up(_transport_cause(exc), retried=False)
-        self.failed(_transport_cause(exc))
-
-    def connect(self, got: int, *, whole_limit: int) -> tuple[httpx.Response, int]:
-        """A response positioned at byte ``got``, and how many leading bytes to skip."""
-        while True:
-            self.attempts += 1
-            headers = {"Range": f"bytes={got}-"} if got else {}
-            try:
-                request = self.client.build_request("GET", self.url, headers=headers)
-                response = self.client.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                self.transport_failed(exc)
-                continue
-            try:
-                return response, self._accept(response, got, whole_limit)
-            except _Retry as retry:
-                response.close()
-                self.failed(retry.cause, retry.retry_after)
-            except BaseException:
-                response.close()
-                raise
-
-    def _accept(self, response: httpx.Response, got: int, whole_limit: int) -> int:
-        status = response.status_code
-        if status in (408, 429) or status >= 500:
-            raise _Retry(f"HTTP {status} {response.reason_phrase}", _retry_after(response))
-        if urllib.parse.urlsplit(self.url).scheme == "https" and response.url.scheme != "https":
-            self._give_up(f"redirected from https to {response.url}", retried=False)
-        length = _content_length(response)
-        if status == 200:
-            # From the start: a server that ignores Range repeats what we already have.
-            if length is not None and length > whole_limit:
-                self._give_up(
-                    f"the server announces {length} bytes, more than the {whole_limit} expected",
-                    retried=False,
-                )
-            return got
-        if status == 206 and got:
-            match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
-            if match is None or int(match.group(1)) != got:
-                self._give_up(
-                    f"asked for bytes {got}-, got Content-Range "
-                    f"{response.headers.get('content-range')!r}",
-                    retried=False,
-                )
-            total = match.group(3)
-            if total != "*" and int(total) != self.size:
-                self._give_up(
-                    f"the server's file has {total} bytes, the release says {self.size}",
-                    retried=False,
-                )
-            if length is not None and length > self.size - got:
-                self._give_up(
-                    f"the server announces {length} more bytes after byte {got}, "
-                    f"the release says {self.size - got}",
-                    retried=False,
-                )
-            return 0
-        if status == 416:
-            self._give_up(
-                f"the server has fewer than {got} bytes (416 for Range bytes={got}-); "
-                f"the release says {self.size}",
-                retried=False,
-            )
-        return self._give_up(f"HTTP {status} {response.reason_phrase}", retried=False)
-
-    def chunks(
-        self, first: tuple[httpx.Response, int], progress: Progress | None
-    ) -> Iterator[bytes]:
-        """The image's bytes from the first response on, resuming after failures.
-
-        Each network read is passed on as it comes (httpx reads 64 KiB at a
-        time): gathering them into larger chunks would cost two copies of
-        every byte, and the slot writer batches its writes itself. Whatever
-        was yielded counts, so a resume starts exactly after it.
-        """
-        response: httpx.Response | None = first[0]
-        skip = first[1]
-        got = 0
-        try:
-            while True:
-                if response is None:
-                    response, skip = self.connect(got, whole_limit=self.size)
-                start = got
-                window_start = self.fetcher.monotonic()
-                window_bytes = 0
-                try:
-                    for part in response.iter_raw():
-                        window_bytes += len(part)
-                        now = self.fetcher.monotonic()
-                        if now - window_start >= self.fetcher.speed_window:
-                            if window_bytes < self.fetcher.min_speed * (now - window_start):
-                                raise _TooSlow(
-                                    f"slower than {self.fetcher.min_speed:.0f} bytes/s for "
-                                    f"{now - window_start:.0f} s ({window_bytes} bytes)"
-                                )
-                            window_start, window_bytes = now, 0
-                        chunk = part
-                        if skip:
-                            drop = min(skip, len(chunk))
-                            skip -= drop
-                            chunk = chunk[drop:]
-                            if not chunk:
-                                continue
-                        if got + len(chunk) > self.size:
-                            self._give_up(
-                                f"the server sent more than the {self.size} bytes announced",
-                                retried=False,
-                            )
-                        got += len(chunk)
-                        yield chunk
-                        if progress is not None:
-                            progress(got, self.size)
-                    cause = f"the body ended after {got} of {self.size} bytes"
-                except _TooSlow as slow:
-                    cause = str(slow)
-                    start = got  # a crawl is no progress: it must not refill the budget
-                except httpx.HTTPError as exc:
-                    cause = _transport_cause(exc)
-                    if _is_cert_failure(exc) or not isinstance(exc, httpx.TransportError):
-                        self.transport_failed(exc)
-                finally:
-                    response.close()
-                    response = None
-                if got == self.size and not skip:
-                    return
-                if got > start:
-                    self.failures = 0  # progress: the budget counts failures in a row
-                self.failed(cause)
-        finally:
-            if response is not None:
-                response.close()
-            self.client.close()

@@ -10,14 +10,18 @@
   ``<name>.corrupt-<UTC YYYYmmddTHHMMSSZ>`` and :class:`CorruptState` names
   both paths. The next load finds no file and starts from idle, so a box with
   a damaged state file recovers by itself after reporting it once.
-* Only a file named ``*.json`` is ever renamed. A ``--state`` that points at
-  something else by mistake (``/etc/passwd``, the update.conf) is reported
-  as corrupt and left exactly where it is: the agent must never move an
-  operator's file because of a typo. Every operation loads before it saves,
-  so such a file is never overwritten either.
-* A file that cannot be read at all (a directory in its place, an I/O error)
-  is :class:`OperationFailed` with the path and errno; it is left in place,
-  since nothing says its content is bad.
+* Only a file named ``*.json`` that looks like ours
+  (:func:`kubesolo_core.codec.looks_like_state`: empty, or naming our keys)
+  is ever renamed. A ``--state`` that points at something else by mistake
+  (``/etc/passwd``, the update.conf, a kubelet's ``config.json``) is
+  reported as corrupt and left exactly where it is: the agent must never
+  move an operator's file because of a typo. Every operation loads before
+  it saves, so such a file is never overwritten either.
+* A path that is not a regular file (a FIFO, a directory, a device) is
+  never opened for reading (:mod:`kubesolo_adapters.inputs`: a FIFO would
+  hang every command), and a file that cannot be read at all (an I/O
+  error) is :class:`OperationFailed` with the path and what was found; it is
+  left in place, since nothing says its content is bad.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import attrs
 
 from kubesolo_adapters.atomic import atomic_write, fsync_dir
 from kubesolo_adapters.clock import SystemClock
-from kubesolo_core.codec import dumps_state, loads_state
+from kubesolo_adapters.inputs import open_input
+from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
 from kubesolo_core.errors import CorruptState, OperationFailed
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.ports import Clock
@@ -61,7 +66,7 @@ class JsonStateStore:
     def load(self) -> UpdateState:
         """The saved state; idle when there is no file; CorruptState (file set aside) if bad."""
         try:
-            with self.path.open("rb") as f:
+            with open_input(self.path) as f:
                 data = f.read(MAX_BYTES + 1)
         except FileNotFoundError:
             return UpdateState()
@@ -78,7 +83,7 @@ class JsonStateStore:
                 )
             return loads_state(data, source=str(self.path))
         except CorruptState as exc:
-            raise self._set_aside(exc) from None
+            raise self._set_aside(exc, data) from None
 
     def save(self, state: UpdateState) -> None:
         """Replace the file atomically with ``state`` (0644, directory fsynced)."""
@@ -94,11 +99,17 @@ class JsonStateStore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _set_aside(self, exc: CorruptState) -> CorruptState:
+    def _set_aside(self, exc: CorruptState, data: bytes) -> CorruptState:
         """Rename the bad file aside and return the error that says where it went."""
         if self.path.suffix != ".json":
             return CorruptState(
                 f"{exc.message}; left in place: only a *.json state file is ever moved aside",
+                way_out=f"check --state (state= in update.conf): is {self.path} the state file?",
+            )
+        if not looks_like_state(data[:MAX_BYTES]):
+            return CorruptState(
+                f"{exc.message}; left in place: it is not a kubesolo-update state file "
+                "(no schema_version or state keys), so it is not moved",
                 way_out=f"check --state (state= in update.conf): is {self.path} the state file?",
             )
         stamp = self.clock.now().strftime("%Y%m%dT%H%M%SZ")

@@ -118,17 +118,22 @@ def tapped(chunks: Iterable[bytes], digest: Any) -> Iterator[bytes]:
         yield chunk
 
 
-def hashed(chunks: Iterable[bytes], *, size: int, sha256: str, what: str) -> Iterator[bytes]:
-    """Pass ``chunks`` through; refuse more than ``size`` bytes; check size and hash at the end."""
-    digest = hashlib.sha256()
+def hashed(chunks: Iterable[bytes], *, size: int, sha256: str | None, what: str) -> Iterator[bytes]:
+    """Pass ``chunks`` through; refuse more than ``size`` bytes; check size and hash at the end.
+
+    ``sha256=None`` checks the length only (for a caller that verifies every
+    piece against signed chunk hashes itself).
+    """
+    digest = hashlib.sha256() if sha256 is not None else None
     seen = 0
     for chunk in chunks:
         seen += len(chunk)
         if seen > size:
             raise FetchError(f"{what}: server sent more than the {size} bytes announced")
-        digest.update(chunk)
+        if digest is not None:
+            digest.update(chunk)
         yield chunk
     if seen != size:
         raise FetchError(f"{what}: got {seen} bytes, the release announces {size}")
-    if digest.hexdigest() != sha256:
+    if digest is not None and digest.hexdigest() != sha256:
         raise FetchError(f"{what}: SHA-256 {digest.hexdigest()} != announced {sha256}")

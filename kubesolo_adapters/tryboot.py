@@ -7,11 +7,9 @@ and the view come from :class:`kubesolo_core.bootmodel.TrybootModel`; this
 module only maps its :class:`~kubesolo_core.bootmodel.TrybootEnv` to and from
 the file, the marker and the device tree.
 
-Editing autoboot.txt keeps every line it does not need to change (comments,
-unknown keys, other sections, CRLF line ends); a value is rewritten in the
-line that is in effect, a missing one is added where it takes effect. The
-result is re-parsed and must say what was meant, and must fit the firmware's
-512 bytes, or nothing is written. The file is replaced atomically (temp file,
+The file's format lives in :mod:`kubesolo_adapters.autoboot` (edits keep
+every line they need not change). The result must fit the firmware's 512
+bytes, or nothing is written. The file is replaced atomically (temp file,
 fsync, rename: the best a FAT partition offers).
 
 The one-shot tryboot flag lives in the firmware, not in any file, and is only
@@ -38,196 +36,25 @@ from pathlib import Path
 import attrs
 
 from kubesolo_adapters.atomic import atomic_write, fsync_dir
+from kubesolo_adapters.autoboot import parse_autoboot, render_autoboot
 from kubesolo_adapters.bootfacts import BootFacts, system_reboot
-from kubesolo_core.bootmodel import BootView, TrybootEnv, TrybootModel
-from kubesolo_core.errors import BootEnvError, CorruptInput
+from kubesolo_adapters.inputs import read_input
+from kubesolo_core.bootmodel import Bootloader, BootView, TrybootEnv, TrybootModel
+from kubesolo_core.errors import BootEnvError
 from kubesolo_core.slots import Slot
 
 __all__ = [
-    "AUTOBOOT_LIMIT",
     "TRYBOOT_ARGUMENT",
-    "AutobootSettings",
     "TrybootBootEnv",
-    "parse_autoboot",
     "read_u32",
-    "render_autoboot",
 ]
 
-#: the firmware reads at most this many bytes of autoboot.txt
-AUTOBOOT_LIMIT = 512
+#: reading stops here: a file this big is no autoboot.txt (the firmware reads 512 bytes)
+AUTOBOOT_FILE_LIMIT = 64 << 10
 #: the reboot argument that sets the firmware's one-shot tryboot flag
 TRYBOOT_ARGUMENT = "0 tryboot"
 _MARKER_SUFFIX = ".kubesolo-trial"
 _DEFAULT_PARTITIONS: Mapping[Slot, int] = {Slot.A: 2, Slot.B: 3}
-
-
-# --------------------------------------------------------------------------- autoboot.txt
-
-
-@attrs.frozen(kw_only=True)
-class AutobootSettings:
-    """What autoboot.txt says, as the firmware reads it.
-
-    ``committed`` is the ``boot_partition`` in effect in a normal boot,
-    ``trial`` the one in effect in a tryboot (the same as ``committed`` when
-    no ``[tryboot]`` section sets one). None: not set at all. A value that is
-    not a number reads as 0 ("the first bootable partition").
-    """
-
-    committed: int | None
-    trial: int | None
-    tryboot_a_b: bool
-
-
-def _section(line: str) -> str | None:
-    text = line.strip()
-    if text.startswith("[") and text.endswith("]"):
-        return text[1:-1].strip().lower()
-    return None
-
-
-def _key_value(line: str) -> tuple[str, str] | None:
-    text = line.strip()
-    if not text or text.startswith("#") or "=" not in text:
-        return None
-    key, _, value = text.partition("=")
-    return key.strip(), value.strip()
-
-
-def _as_int(value: str) -> int:
-    try:
-        return int(value, 10)
-    except ValueError:
-        return 0
-
-
-def _applies(section: str, context: str) -> bool:
-    # Lines before any section header apply everywhere, as in config.txt.
-    if context == "all":
-        return section == "all"
-    return section in ("all", "tryboot")
-
-
-def _walk(lines: list[str]) -> list[tuple[int, str, str, str]]:
-    """(index, section, key, value) for every setting line."""
-    out = []
-    section = "all"
-    for index, line in enumerate(lines):
-        header = _section(line)
-        if header is not None:
-            section = header
-            continue
-        kv = _key_value(line)
-        if kv is not None:
-            out.append((index, section, kv[0], kv[1]))
-    return out
-
-
-def _effective(lines: list[str], key: str, context: str) -> tuple[int, str] | None:
-    """(line index, value) of the line that decides ``key`` in ``context``."""
-    found = None
-    for index, section, name, value in _walk(lines):
-        if name == key and _applies(section, context):
-            found = (index, value)
-    return found
-
-
-def _split(text: str) -> list[str]:
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def parse_autoboot(text: str) -> AutobootSettings:
-    """The settings in effect in ``text`` (unknown lines ignored)."""
-    lines = _split(text)
-    committed = _effective(lines, "boot_partition", "all")
-    trial = _effective(lines, "boot_partition", "tryboot")
-    ab = _effective(lines, "tryboot_a_b", "all")
-    return AutobootSettings(
-        committed=None if committed is None else _as_int(committed[1]),
-        trial=None if trial is None else _as_int(trial[1]),
-        tryboot_a_b=ab is not None and ab[1] == "1",
-    )
-
-
-def _set_line(lines: list[str], index: int, key: str, value: str) -> None:
-    old = lines[index]
-    indent = old[: len(old) - len(old.lstrip())]
-    cr = "\r" if old.endswith("\r") else ""
-    lines[index] = f"{indent}{key}={value}{cr}"
-
-
-def _insert_all(lines: list[str], key: str, value: str, cr: str) -> None:
-    # Add where it takes effect in a normal boot and cannot override the
-    # [tryboot] value: at the end of the last [all] stretch before [tryboot].
-    section = "all"
-    explicit_all = False
-    insert_at: int | None = None
-    for index, line in enumerate(lines):
-        header = _section(line)
-        if header is not None:
-            if header == "tryboot":
-                break
-            section = header
-            explicit_all = explicit_all or header == "all"
-            continue
-        if section == "all" and (explicit_all or _key_value(line) is not None):
-            insert_at = index + 1
-    if insert_at is None:
-        lines[0:0] = [f"[all]{cr}", f"{key}={value}{cr}"]
-    else:
-        lines.insert(insert_at, f"{key}={value}{cr}")
-
-
-def render_autoboot(
-    text: str, *, committed: int, trial: int, tryboot_a_b: bool, source: str = "autoboot.txt"
-) -> str:
-    """``text`` edited so that its settings are exactly these; everything else kept.
-
-    Raises :class:`CorruptInput` when the file's layout makes that impossible
-    (an ``[all]`` value after ``[tryboot]`` overriding it, say) and
-    :class:`BootEnvError` when the result would not fit 512 bytes.
-    """
-    lines = _split(text)
-    cr = "\r" if any(line.endswith("\r") for line in lines) else ""
-    wanted_ab = "1" if tryboot_a_b else "0"
-    for key, value in (("tryboot_a_b", wanted_ab), ("boot_partition", str(committed))):
-        found = _effective(lines, key, "all")
-        if found is None:
-            if key == "tryboot_a_b" and not tryboot_a_b:
-                continue  # absent already means off
-            _insert_all(lines, key, value, cr)
-        elif found[1] != value:
-            _set_line(lines, found[0], key, value)
-    found_trial = None
-    for index, section, name, _ in _walk(lines):
-        if name == "boot_partition" and section == "tryboot":
-            found_trial = index
-    if found_trial is not None:
-        _set_line(lines, found_trial, "boot_partition", str(trial))
-    else:
-        lines.extend([f"[tryboot]{cr}", f"boot_partition={trial}{cr}"])
-    result = "".join(f"{line}\n" for line in lines)
-    got = parse_autoboot(result)
-    if (got.committed, got.trial, got.tryboot_a_b) != (committed, trial, tryboot_a_b):
-        raise CorruptInput(
-            f"{source}: cannot set boot_partition={committed} and [tryboot] "
-            f"boot_partition={trial} in this layout (it would read as committed="
-            f"{got.committed}, trial={got.trial}, tryboot_a_b={int(got.tryboot_a_b)}); "
-            "nothing was written",
-            way_out="rewrite autoboot.txt as [all] tryboot_a_b=1, boot_partition=N, "
-            "then [tryboot] boot_partition=M (deploy/autoboot.txt)",
-        )
-    size = len(result.encode("utf-8", "surrogateescape"))
-    if size > AUTOBOOT_LIMIT:
-        raise BootEnvError(
-            f"{source}: the edited file would be {size} bytes, the firmware reads only "
-            f"{AUTOBOOT_LIMIT}; nothing was written",
-            way_out="remove comments or unused lines from autoboot.txt",
-        )
-    return result
 
 
 # --------------------------------------------------------------------------- device tree
@@ -236,7 +63,7 @@ def render_autoboot(
 def read_u32(path: Path) -> int | None:
     """A big-endian u32 device-tree property, None when absent or not 4 bytes."""
     try:
-        data = path.read_bytes()
+        data = read_input(path, limit=64)
     except OSError:
         return None
     if len(data) != 4:
@@ -284,7 +111,7 @@ class TrybootBootEnv:
             self.marker = self.autoboot.with_name(self.autoboot.name + _MARKER_SUFFIX)
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Bootloader:
         """``tryboot``."""
         return self.model.kind
 
@@ -296,7 +123,7 @@ class TrybootBootEnv:
 
     def _text(self) -> str | None:
         try:
-            data = self.autoboot.read_bytes()
+            data = read_input(self.autoboot, limit=AUTOBOOT_FILE_LIMIT)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -322,7 +149,7 @@ class TrybootBootEnv:
 
     def _load_marker(self) -> _Marker | None:
         try:
-            text = self._marker_path().read_text(encoding="utf-8")
+            text = read_input(self._marker_path(), limit=4096).decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return None
         fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

@@ -14,6 +14,7 @@ writes, and the differential test under QEMU holds deploy/grub.cfg to them.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Generic, Protocol, TypeVar
 
@@ -31,6 +32,24 @@ COUNTER = "boot_counter"
 SUCCESS = "boot_success"
 
 
+class Bootloader(enum.StrEnum):
+    """The two bootloaders the agent drives (the value is the config word)."""
+
+    GRUB = "grub"
+    TRYBOOT = "tryboot"
+
+    @property
+    def plain_reboot_starts_trial(self) -> bool:
+        """Whether an ordinary reboot boots the activated slot.
+
+        GRUB reads its env at every boot; the Pi firmware runs a tryboot trial
+        only for a reboot that carries the one-shot flag (``reboot "0
+        tryboot"``): a plain reboot, a crash or a power cut boots the
+        committed partition.
+        """
+        return self is Bootloader.GRUB
+
+
 @attrs.frozen(kw_only=True)
 class BootView:
     """What the agent needs to know about a bootloader env, whatever its kind.
@@ -40,7 +59,7 @@ class BootView:
     None when no trial is pending.
     """
 
-    kind: str
+    kind: Bootloader
     committed_slot: Slot
     trial_slot: Slot | None
     boot_counter: int | None = None
@@ -59,6 +78,10 @@ class BootView:
         """The slot the very next boot will pick."""
         return self.trial_slot if self.trial_slot is not None else self.committed_slot
 
+    def reboot_required(self, booted: Slot | None) -> bool:
+        """True when the running slot (``booted``) is not the one the next boot picks."""
+        return booted is not None and booted is not self.next_boot
+
 
 @attrs.frozen(kw_only=True)
 class BootOutcome(Generic[E]):
@@ -75,14 +98,19 @@ class BootModel(Protocol[E]):
     """A bootloader as a pure state machine over an env of type ``E``."""
 
     @property
-    def kind(self) -> str:
-        """``grub`` or ``tryboot``."""
+    def kind(self) -> Bootloader:
+        """Which bootloader this models."""
 
     def initial(self, committed: Slot) -> E:
         """A fresh env committed on ``committed``."""
 
-    def boot(self, env: E) -> BootOutcome[E]:
-        """One power-on: which slot boots and what the env becomes."""
+    def boot(self, env: E, *, clean_shutdown: bool = True) -> BootOutcome[E]:
+        """One power-on: which slot boots and what the env becomes.
+
+        ``clean_shutdown=False`` is a power cut, a kernel crash or a watchdog
+        reset: whatever the firmware keeps only across a clean reboot (the
+        tryboot one-shot flag) is lost before this boot.
+        """
 
     def activate(self, env: E, slot: Slot) -> E:
         """Start a trial of ``slot``."""
@@ -121,12 +149,13 @@ def _grub_counter(env: GrubEnv) -> int:
 class GrubModel:
     """GRUB with the env variables active_slot, boot_counter, boot_success."""
 
-    kind: str = "grub"
+    kind: Bootloader = Bootloader.GRUB
 
     def initial(self, committed: Slot) -> dict[str, str]:
         return {ACTIVE: committed.value, COUNTER: str(TRIAL_BOOTS), SUCCESS: "1"}
 
-    def boot(self, env: GrubEnv) -> BootOutcome[dict[str, str]]:
+    def boot(self, env: GrubEnv, *, clean_shutdown: bool = True) -> BootOutcome[dict[str, str]]:
+        # GRUB keeps nothing outside its env block: a crash changes nothing.
         active = _grub_active(env)
         new = dict(env)
         if not _grub_trial(env):
@@ -184,7 +213,7 @@ class TrybootEnv:
 class TrybootModel:
     """Raspberry Pi firmware with ``tryboot_a_b=1``: one trial boot, then back."""
 
-    kind: str = "tryboot"
+    kind: Bootloader = Bootloader.TRYBOOT
     partitions: Mapping[Slot, int] = attrs.field(factory=lambda: {Slot.A: 2, Slot.B: 3})
 
     def slot_of(self, partition: int) -> Slot | None:
@@ -204,9 +233,12 @@ class TrybootModel:
             committed=self.partitions[committed], trial=self.partitions[committed.other()]
         )
 
-    def boot(self, env: TrybootEnv) -> BootOutcome[TrybootEnv]:
-        # The firmware clears the flag before it boots: whatever happens in
-        # the trial, the next power-on is back on the committed partition.
+    def boot(self, env: TrybootEnv, *, clean_shutdown: bool = True) -> BootOutcome[TrybootEnv]:
+        # The flag rides only on a clean ``reboot "0 tryboot"``, and the
+        # firmware clears it before it boots: whatever happens in the trial,
+        # the next power-on is back on the committed partition.
+        if not clean_shutdown:
+            env = attrs.evolve(env, flag=False)
         if env.flag and env.tryboot_a_b:
             slot = self._slot_or_a(env.trial)
             return BootOutcome(slot=slot, env=attrs.evolve(env, flag=False), wrote=True, trial=True)

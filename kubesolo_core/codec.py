@@ -4,6 +4,13 @@ The encoded document is ``{"schema_version": N, ...fields}``. Older documents
 are migrated step by step (``MIGRATIONS[n]`` takes a schema-n mapping to
 n+1); a newer or malformed one raises :class:`CorruptState` with one readable
 sentence. Encoding to text is pure (json); the StateStore adapters do the I/O.
+
+A document that loads is also sane: versions are Version values (parsed,
+so bounded: see :mod:`kubesolo_core.versions`), counts are small and not negative, and
+no text field holds a control character (``status`` prints them on an
+operator's terminal). :func:`looks_like_state` tells a damaged state file of
+ours (set aside and recovered from) from some other file that ``--state``
+points at by mistake (left alone).
 """
 
 from __future__ import annotations
@@ -13,11 +20,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import cattrs
 from cattrs.preconf.json import make_converter
 
-from kubesolo_core.errors import CorruptState
+from kubesolo_core.errors import CorruptInput, CorruptState
 from kubesolo_core.lifecycle import SCHEMA_VERSION, UpdateState
+from kubesolo_core.versions import Version
 
 _converter = make_converter(forbid_extra_keys=True)
 
@@ -35,14 +44,80 @@ _converter.register_structure_hook(dt.datetime, _structure_datetime)
 _converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
 
 
+def _structure_version(value: Any, _: type) -> Version:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a version string, got {value!r}")
+    try:
+        return Version.parse(value)
+    except CorruptInput as exc:
+        raise ValueError(exc.message) from None
+
+
+# A version is a Version from the moment it leaves the codec; on disk it is its text.
+_converter.register_structure_hook(Version, _structure_version)
+_converter.register_unstructure_hook(Version, str)
+
+
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
     # Schema 1 (the original agent) had neither the activation boot id nor the
     # verified image hash.
     return {**doc, "activation_boot_id": None, "image_sha256": None}
 
 
+def _v2_to_v3(doc: dict[str, Any]) -> dict[str, Any]:
+    # Schema 3 adds the downgrade floor. A box that committed before it knew
+    # about floors starts from its last committed version.
+    floor = doc.get("to_version") if doc.get("phase") == "success" else None
+    return {**doc, "floor_version": floor, "downgrade_allowed": False}
+
+
 #: MIGRATIONS[n] upgrades a schema-n document to n+1
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+#: the keys a state document of any schema may carry
+STATE_KEYS = frozenset({"schema_version", *(a.name for a in attrs.fields(UpdateState))})
+#: counts larger than this are not counts of anything the agent does
+MAX_COUNT = 1_000_000
+#: last_error is a sentence or two; the other text fields are short tokens
+_MAX_TEXT = {"last_error": 4096}
+_MAX_TOKEN = 128
+
+
+def looks_like_state(data: bytes | str) -> bool:
+    """Whether ``data`` is (a damaged copy of) a state file of ours.
+
+    Yes for an empty file (a torn first write), a JSON object with any of
+    our keys at the top, and text that does not parse but names one of our
+    keys in quotes (a truncated file). No for anything else: another
+    program's JSON, a binary, a text file.
+    """
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    if not raw.strip():
+        return True
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return any(f'"{key}"'.encode() in raw for key in STATE_KEYS)
+    return isinstance(doc, dict) and not STATE_KEYS.isdisjoint(doc)
+
+
+def _check_fields(state: UpdateState, source: str) -> UpdateState:
+    for name in ("attempt_count", "health_check_failures"):
+        value = getattr(state, name)
+        if not 0 <= value <= MAX_COUNT:
+            raise CorruptState(f"{source}: {name} is {value}, not a count from 0 to {MAX_COUNT}")
+    for name in ("last_error", "activation_boot_id", "image_sha256"):
+        value = getattr(state, name)
+        if value is None:
+            continue
+        limit = _MAX_TEXT.get(name, _MAX_TOKEN)
+        if len(value) > limit:
+            raise CorruptState(f"{source}: {name} is longer than {limit} characters")
+        bad = next((c for c in value if not (c.isprintable() or c == " ")), None)
+        if bad is not None:
+            raise CorruptState(f"{source}: {name} holds the control character U+{ord(bad):04X}")
+    return state
 
 
 def unstructure_state(state: UpdateState) -> dict[str, Any]:
@@ -68,10 +143,11 @@ def structure_state(doc: object, *, source: str = "state") -> UpdateState:
         body = MIGRATIONS[version](body)
         version += 1
     try:
-        return _converter.structure(body, UpdateState)
+        state = _converter.structure(body, UpdateState)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         detail = "; ".join(_flatten(exc)) or str(exc)
-        raise CorruptState(f"{source}: {detail}") from None
+        raise CorruptState(f"{source}: {detail[:500]}") from None
+    return _check_fields(state, source)
 
 
 def _flatten(exc: BaseException) -> list[str]:
@@ -92,8 +168,10 @@ def loads_state(text: str | bytes, *, source: str = "state") -> UpdateState:
         raise CorruptState(f"{source}: the file is empty")
     try:
         doc = json.loads(text)
+    except RecursionError:
+        raise CorruptState(f"{source}: not a state file: JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptState(f"{source}: not JSON ({exc})") from None
+        raise CorruptState(f"{source}: not JSON ({str(exc)[:200]})") from None
     return structure_state(doc, source=source)
 
 

@@ -49,8 +49,16 @@ class BootEnvError(OperationFailed):
 class PreflightRefused(KubesoloError):
     """The update was refused before any byte of the passive slot was touched."""
 
-    def __init__(self, reasons: list[str] | tuple[str, ...], *, way_out: str = "") -> None:
+    def __init__(
+        self,
+        reasons: list[str] | tuple[str, ...],
+        *,
+        way_out: str = "",
+        codes: tuple[str, ...] = (),
+    ) -> None:
         self.reasons = tuple(reasons)
+        #: the machine reason of each refusal (see kubesolo_core.refusals)
+        self.codes = tuple(codes)
         super().__init__("refused by preflight: " + "; ".join(self.reasons), way_out=way_out)
 
 
@@ -60,14 +68,6 @@ class InvalidOperation(KubesoloError):
 
 class IllegalTransition(InvalidOperation):
     """The lifecycle table forbids this phase change. The state is left as it was."""
-
-
-class HealthCheckFailed(KubesoloError):
-    """The node is not healthy. ``report`` holds one result per check."""
-
-    def __init__(self, message: str, report: object = None, *, way_out: str = "") -> None:
-        super().__init__(message, way_out=way_out)
-        self.report = report
 
 
 class CorruptInput(KubesoloError):
@@ -82,5 +82,24 @@ class InvalidRelease(CorruptInput):
     """The release document is malformed."""
 
 
+class InvalidUrl(CorruptInput):
+    """A URL is malformed or not allowed where it was given (kubesolo_core.urls).
+
+    Callers that know where the URL came from re-raise it as the error of that
+    source, naming the key or field: ConfigError for configuration,
+    InvalidRelease for a release document.
+    """
+
+
 class ConfigError(KubesoloError):
     """A configuration key, value or file is wrong (usage error)."""
+
+
+class SlotConflict(ConfigError):
+    """The passive slot's spec resolves to the running system: the booted or committed
+    slot, a mounted filesystem, or a disk holding them. Nothing was written."""
+
+    way_out = (
+        "point slot_a=/slot_b= (--slot-a/--slot-b) at the two distinct slot partitions "
+        "(see `kubesolo-update status`)"
+    )

@@ -28,6 +28,7 @@ import attrs
 
 from kubesolo_core.errors import IllegalTransition
 from kubesolo_core.slots import Slot
+from kubesolo_core.versions import Version, as_version
 
 
 class Phase(enum.Enum):
@@ -66,12 +67,12 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.FAILED: frozenset({P.CHECKING}),
 }
 
-#: phases in which the passive slot content is unknown or unproven
-IN_FLIGHT = frozenset({P.CHECKING, P.DOWNLOADING, P.STAGED})
+#: phases in which the target slot's content is being replaced (unknown until staged)
+WRITING = frozenset({P.CHECKING, P.DOWNLOADING})
 #: phases after an activation, before the outcome is known
 POST_ACTIVATION = frozenset({P.ACTIVATED, P.VERIFYING})
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -79,8 +80,8 @@ class UpdateState:
     """The persisted state of the agent (state.json)."""
 
     phase: Phase = Phase.IDLE
-    from_version: str | None = None
-    to_version: str | None = None
+    from_version: Version | None = attrs.field(default=None, converter=as_version)
+    to_version: Version | None = attrs.field(default=None, converter=as_version)
     target_slot: Slot | None = None
     attempt_count: int = 0
     last_error: str | None = None
@@ -92,11 +93,25 @@ class UpdateState:
     activation_boot_id: str | None = None
     #: raw SHA-256 of the image verified on the target slot
     image_sha256: str | None = None
+    #: the highest version this box ever committed (the downgrade floor): it only
+    #: rises, at every commit, and lives here so that it is saved in the same
+    #: atomic write as the commit itself
+    floor_version: Version | None = attrs.field(default=None, converter=as_version)
+    #: the current attempt was let below the floor (or the running version) by
+    #: ``--allow-downgrade``
+    downgrade_allowed: bool = False
 
     @property
     def from_slot(self) -> Slot | None:
         """The slot the attempt started from (the one to fall back to)."""
         return self.target_slot.other() if self.target_slot is not None else None
+
+
+def raised_floor(floor: Version | None, committed: Version | None) -> Version | None:
+    """The downgrade floor after committing ``committed``: the higher of the two."""
+    if committed is None or (floor is not None and committed <= floor):
+        return floor
+    return committed
 
 
 def transition(
@@ -123,13 +138,14 @@ def transition(
         )
     fields: dict[str, object] = {"phase": to, "updated_at": now, **changes}
     if to is P.CHECKING:
-        target = changes.get("to_version", state.to_version)
+        target = as_version(changes.get("to_version", state.to_version))  # type: ignore[arg-type]
         same = target == state.to_version and state.phase in RESTARTABLE - {P.IDLE}
         fields["attempt_count"] = state.attempt_count + 1 if same else 1
         fields["started_at"] = now
         fields["health_check_failures"] = 0
         fields["activation_boot_id"] = None
         fields.setdefault("image_sha256", None)
+        fields.setdefault("downgrade_allowed", False)
     if to in (P.FAILED, P.ROLLED_BACK):
         if not error:
             raise IllegalTransition(f"a move to {to.value} must say why (last_error)")
@@ -137,4 +153,5 @@ def transition(
     if to is P.SUCCESS:
         fields["last_error"] = None
         fields["health_check_failures"] = 0
+        fields["floor_version"] = raised_floor(state.floor_version, state.to_version)
     return attrs.evolve(state, **fields)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from kubesolo_core.refusals import Refusal
 from kubesolo_core.release import Release
 from kubesolo_core.versions import Version
 
@@ -33,10 +34,22 @@ class PreflightReport:
     checks: tuple[str, ...]
     refusals: tuple[str, ...]
     way_out: str = ""
+    #: the machine reason of each refusal (kubesolo_core.refusals), in the same order
+    codes: tuple[str, ...] = ()
+    #: the release is below the running version or the downgrade floor, and
+    #: ``--allow-downgrade`` lets it through
+    downgrade: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.refusals
+
+    @property
+    def held_back(self) -> tuple[Refusal, ...]:
+        """Each refusal with its machine reason and sentence."""
+        return tuple(
+            Refusal.of(code, text) for code, text in zip(self.codes, self.refusals, strict=True)
+        )
 
 
 def required_bytes(raw_size: int) -> int:
@@ -47,32 +60,54 @@ def required_bytes(raw_size: int) -> int:
 def preflight(
     *,
     release: Release,
-    current_version: str | None,
+    current_version: Version | None,
     slot_capacity: int | None,
+    slot_problem: str | None = None,
     node_labels: Mapping[str, str] | Unavailable,
     force: bool = False,
     allow_downgrade: bool = False,
+    floor_version: Version | None = None,
 ) -> PreflightReport:
     """Decide whether an update may touch the passive slot.
 
-    ``slot_capacity`` is None when the passive slot is missing. An image that
+    ``slot_capacity`` is None when the passive slot is missing (``slot_problem``
+    says which spec and why, for the refusal). An image that
     cannot physically fit is refused even with ``force`` (the write could only
     fail halfway); ``force`` skips the headroom and the node label.
+    ``floor_version`` is the highest version this box ever committed: a
+    release below it is a downgrade even when the running slot is older
+    (after a rollback), and only ``allow_downgrade`` passes it.
     """
     checks: list[str] = []
     refusals: list[str] = []
     ways: list[str] = []
+    codes: list[str] = []
+
+    def refuse(code: str, text: str, way: str) -> None:
+        codes.append(code)
+        refusals.append(text)
+        ways.append(way)
+
     raw = release.image.raw_size
     need = required_bytes(raw)
     if slot_capacity is None:
-        refusals.append("passive slot not found")
-        ways.append("check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)")
+        refuse(
+            "no_space",
+            "passive slot not found" + (f": {slot_problem}" if slot_problem else ""),
+            "check --slot-a/--slot-b (slot_a=/slot_b= in update.conf)",
+        )
     elif slot_capacity < raw:
-        refusals.append(f"passive slot holds {slot_capacity} bytes, the image needs {raw}")
-        ways.append("publish a smaller image or grow the slot")
+        refuse(
+            "no_space",
+            f"passive slot holds {slot_capacity} bytes, the image needs {raw}",
+            "publish a smaller image or grow the slot",
+        )
     elif slot_capacity < need and not force:
-        refusals.append(f"passive slot holds {slot_capacity} bytes, less than image + 10% = {need}")
-        ways.append("--force")
+        refuse(
+            "no_space",
+            f"passive slot holds {slot_capacity} bytes, less than image + 10% = {need}",
+            "--force",
+        )
     else:
         checks.append(f"space: {slot_capacity} bytes >= {need if not force else raw}")
 
@@ -82,30 +117,51 @@ def preflight(
         if force:
             checks.append(f"node label {BLOCK_LABEL}=true: overridden by --force")
         else:
-            refusals.append(f"node carries {BLOCK_LABEL}=true")
-            ways.append(f"kubectl label node <node> {BLOCK_LABEL}-, or --force")
+            refuse(
+                "blocked_node",
+                f"node carries {BLOCK_LABEL}=true",
+                f"kubectl label node <node> {BLOCK_LABEL}-, or --force",
+            )
     else:
         checks.append("node label: not blocked")
 
-    if current_version is not None:
-        target = Version.parse(release.version)
-        current = Version.parse(current_version)
-        if target < current and not allow_downgrade:
-            refusals.append(f"{release.version} is older than the running {current_version}")
-            ways.append("--allow-downgrade")
-        if release.min_from_version is not None and current < Version.parse(
-            release.min_from_version
-        ):
+    below = [v for v in (current_version, floor_version) if v is not None and release.version < v]
+    current = current_version
+    if current is not None:
+        if release.version < current and not allow_downgrade:
+            refuse(
+                "downgrade",
+                f"{release.version} is older than the running {current}",
+                "--allow-downgrade",
+            )
+        if release.min_from_version is not None and current < release.min_from_version:
             if force:
                 checks.append("min_from_version: overridden by --force")
             else:
-                refusals.append(
+                refuse(
+                    "min_from_version",
                     f"{release.version} needs at least {release.min_from_version} "
-                    f"to update from; running {current_version}"
+                    f"to update from; running {current}",
+                    "update to an intermediate release first, or --force",
                 )
-                ways.append("update to an intermediate release first, or --force")
+    if floor_version is not None and release.version < floor_version:
+        if allow_downgrade:
+            checks.append(
+                f"downgrade floor {floor_version}: {release.version} allowed by --allow-downgrade"
+            )
+        elif "downgrade" not in codes:
+            refuse(
+                "downgrade",
+                f"{release.version} is below {floor_version}, the highest version this box "
+                "ever committed",
+                "--allow-downgrade",
+            )
     return PreflightReport(
-        checks=tuple(checks), refusals=tuple(refusals), way_out=", ".join(dict.fromkeys(ways))
+        checks=tuple(checks),
+        refusals=tuple(refusals),
+        way_out=", ".join(dict.fromkeys(ways)),
+        codes=tuple(codes),
+        downgrade=allow_downgrade and bool(below),
     )
 
 
@@ -132,7 +188,7 @@ class ProbeResult:
 
 
 @attrs.frozen(kw_only=True)
-class CheckResult:
+class HealthCheckResult:
     """One line of a health report."""
 
     name: str
@@ -144,16 +200,16 @@ class CheckResult:
 class HealthReport:
     """One boolean per check, with the reason of each failure."""
 
-    checks: tuple[CheckResult, ...]
+    checks: tuple[HealthCheckResult, ...]
 
     @property
     def healthy(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def by_name(self) -> dict[str, CheckResult]:
+    def by_name(self) -> dict[str, HealthCheckResult]:
         return {c.name: c for c in self.checks}
 
-    def failures(self) -> tuple[CheckResult, ...]:
+    def failures(self) -> tuple[HealthCheckResult, ...]:
         return tuple(c for c in self.checks if not c.ok)
 
     def summary(self) -> str:
@@ -166,21 +222,21 @@ class HealthReport:
 HEALTH_CHECKS = ("containerd", "apiserver", "node_ready", "kube_system", "probe_url", "disk")
 
 
-def _bool_check(name: str, value: bool | Unavailable, what: str) -> CheckResult:
+def _bool_check(name: str, value: bool | Unavailable, what: str) -> HealthCheckResult:
     if isinstance(value, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
-    return CheckResult(name=name, ok=value, reason="" if value else what)
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {value.reason}")
+    return HealthCheckResult(name=name, ok=value, reason="" if value else what)
 
 
 def kube_system_check(
     pods: Sequence[PodInfo] | Unavailable, now: dt.datetime, settle_seconds: float
-) -> CheckResult:
+) -> HealthCheckResult:
     """Every kube-system pod Running, and held so for ``settle_seconds``."""
     name = "kube_system"
     if isinstance(pods, Unavailable):
-        return CheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
+        return HealthCheckResult(name=name, ok=False, reason=f"unavailable: {pods.reason}")
     if not pods:
-        return CheckResult(name=name, ok=False, reason="no kube-system pods yet")
+        return HealthCheckResult(name=name, ok=False, reason="no kube-system pods yet")
     problems = []
     for pod in sorted(pods, key=lambda p: p.name):
         if pod.phase != "Running":
@@ -192,7 +248,7 @@ def kube_system_check(
         held = (now - pod.running_since).total_seconds()
         if held < settle_seconds:
             problems.append(f"{pod.name} running for {held:.0f}s < {settle_seconds:.0f}s")
-    return CheckResult(name=name, ok=not problems, reason=", ".join(problems))
+    return HealthCheckResult(name=name, ok=not problems, reason=", ".join(problems))
 
 
 def health_report(
@@ -209,14 +265,14 @@ def health_report(
     """Aggregate the raw answers into a report. ``probe_url`` None = not configured = pass."""
     return HealthReport(
         checks=(
-            CheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
+            HealthCheckResult(name="containerd", ok=containerd.ok, reason=containerd.reason),
             _bool_check("apiserver", apiserver_ready, "API server not ready"),
             _bool_check("node_ready", node_ready, "node is not Ready"),
             kube_system_check(pods, now, settle_seconds),
-            CheckResult(name="probe_url", ok=True, reason="not configured")
+            HealthCheckResult(name="probe_url", ok=True, reason="not configured")
             if probe_url is None
-            else CheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
-            CheckResult(name="disk", ok=disk.ok, reason=disk.reason),
+            else HealthCheckResult(name="probe_url", ok=probe_url.ok, reason=probe_url.reason),
+            HealthCheckResult(name="disk", ok=disk.ok, reason=disk.reason),
         )
     )
 

@@ -1,7 +1,7 @@
 """The ports: what the services need from the world, as typing.Protocol classes.
 
 Each port has an in-memory implementation with fault injection in
-``kubesolo_adapters.memory`` and real ones in the other adapter modules; one
+``kubesolo_adapters.fakes`` and real ones in the other adapter modules; one
 contract suite per port (tests/contract) holds them to the same behaviour.
 Ports raise the errors of :mod:`kubesolo_core.errors`; "could not ask" answers
 of the Kube port are :class:`~kubesolo_core.policies.Unavailable` values.
@@ -15,7 +15,7 @@ from typing import Protocol
 
 import attrs
 
-from kubesolo_core.bootmodel import BootView
+from kubesolo_core.bootmodel import Bootloader, BootView
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
 from kubesolo_core.release import ImageSpec
@@ -23,6 +23,9 @@ from kubesolo_core.slots import Slot
 
 #: progress callback: (bytes done, bytes expected or None)
 Progress = Callable[[int, int | None], None]
+
+#: what the services report on each step worth a log line: ``(event, **fields)``
+EventSink = Callable[..., None]
 
 
 class Clock(Protocol):
@@ -57,8 +60,8 @@ class BootEnv(Protocol):
     """The bootloader's persistent env plus what the running kernel says about this boot."""
 
     @property
-    def kind(self) -> str:
-        """``grub`` or ``tryboot``."""
+    def kind(self) -> Bootloader:
+        """Which bootloader: its rules (a plain reboot starting a trial or not) follow."""
 
     def read(self) -> BootView:
         """The env as a kind-neutral view. Raises BootEnvError if unreadable."""
@@ -115,6 +118,17 @@ class SlotStore(Protocol):
 
     def read_version(self, slot: Slot) -> str | None:
         """The ``version`` file at the root of the slot's filesystem, None if unreadable."""
+
+    def check_writable(self, slot: Slot) -> None:
+        """Prove that writing ``slot`` cannot touch the other slot or the running system.
+
+        By identity, never by the spelling of the specs: raise
+        :class:`~kubesolo_core.errors.SlotConflict`, naming both specs and what
+        they resolve to, when ``slot`` is the other slot under another name,
+        overlaps it, or holds a mounted filesystem. A missing slot passes (the
+        preflight reports it). ``write_image`` repeats this check on the open
+        slot, right before its first byte.
+        """
 
     def write_image(
         self,

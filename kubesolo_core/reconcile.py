@@ -20,6 +20,7 @@ class Verdict(enum.Enum):
     """What the comparison found."""
 
     CONSISTENT = "consistent"  # nothing in flight, or nothing to say
+    BOOTED_UNKNOWN = "booted_unknown"  # no kubesolo.slot= on the kernel command line: no judgement
     PENDING_REBOOT = "pending_reboot"  # activated, the trial boot has not happened yet
     IN_TRIAL = "in_trial"  # running the trial slot; the health check decides
     ROLLED_BACK = "rolled_back"  # the bootloader went back to the old slot
@@ -49,7 +50,7 @@ def reconcile(
     if booted is None:
         # Without kubesolo.slot on the command line we cannot tell; say so.
         return Reconciliation(
-            verdict=Verdict.CONSISTENT,
+            verdict=Verdict.BOOTED_UNKNOWN,
             state=None,
             message="booted slot unknown (no kubesolo.slot= on the kernel command line)",
         )

@@ -9,120 +9,51 @@ crash-point tests in tests/unit enumerate every such cut.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import attrs
 
+from kubesolo_core.adaptive import AdaptiveUpdater, write_release
+from kubesolo_core.admission import admit, held_back
 from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
-    HealthCheckFailed,
     InvalidOperation,
+    InvalidRelease,
+    InvalidUrl,
     KubesoloError,
     OperationFailed,
-    PreflightRefused,
-    VerifyError,
 )
-from kubesolo_core.lifecycle import IN_FLIGHT, POST_ACTIVATION, Phase, UpdateState, transition
-from kubesolo_core.policies import (
-    HealthReport,
-    PreflightReport,
-    health_report,
-    preflight,
-    should_auto_rollback,
-)
+from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
+from kubesolo_core.policies import HealthReport, health_report, should_auto_rollback
 from kubesolo_core.ports import (
     BootEnv,
     Clock,
+    EventSink,
     Fetcher,
     HealthProbes,
     Kube,
     Progress,
-    SlotInfo,
     SlotStore,
     StateStore,
-    WriteResult,
 )
 from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
-from kubesolo_core.release import Release, parse_release
+from kubesolo_core.release import Release, parse_release, verify_written
+from kubesolo_core.results import (
+    ActivateResult,
+    ApplyResult,
+    CheckResult,
+    HealthOutcome,
+    HealthSettings,
+    SlotStatus,
+    StatusReport,
+)
 from kubesolo_core.slots import Slot
+from kubesolo_core.urls import check_image_url
 from kubesolo_core.versions import Version
 
-#: what happens on each event worth a log line: (event, fields)
-EventSink = Callable[..., None]
+__all__ = ["Agent"]
 
 
 def _no_events(event: str, **fields: object) -> None:
     return None
-
-
-@attrs.frozen(kw_only=True)
-class HealthSettings:
-    """Knobs of the health check (update.conf keys of the same names)."""
-
-    healthcheck_url: str | None = None
-    auto_rollback_after: int = 0
-    kube_system_settle: float = 30.0
-    #: how long healthcheck waits for kube-system to settle before it judges
-    settle_timeout: float = 300.0
-    poll_interval: float = 5.0
-
-
-@attrs.frozen(kw_only=True)
-class CheckResult:
-    """The answer of ``check``: is a newer release available?"""
-
-    current_version: str | None
-    available_version: str
-    update_available: bool
-    reason: str
-    release: Release
-
-
-@attrs.frozen(kw_only=True)
-class ApplyResult:
-    """The answer of ``apply``."""
-
-    state: UpdateState
-    changed: bool
-    message: str
-    preflight: PreflightReport | None = None
-    write: WriteResult | None = None
-
-
-@attrs.frozen(kw_only=True)
-class HealthOutcome:
-    """The answer of ``healthcheck``: the report, the state after it, what it did."""
-
-    report: HealthReport
-    state: UpdateState
-    action: str
-    reconciliation: Reconciliation
-
-    @property
-    def healthy(self) -> bool:
-        return self.report.healthy
-
-
-@attrs.frozen(kw_only=True)
-class SlotStatus:
-    """One slot in the status report."""
-
-    info: SlotInfo
-    version: str | None
-    booted: bool
-    committed: bool
-    trial: bool
-
-
-@attrs.frozen(kw_only=True)
-class StatusReport:
-    """Everything an operator needs on one screen."""
-
-    slots: tuple[SlotStatus, ...]
-    boot: BootView
-    booted_slot: Slot | None
-    state: UpdateState
-    reconciliation: Reconciliation
 
 
 @attrs.define(kw_only=True)
@@ -139,6 +70,8 @@ class Agent:
     server: str | None = None
     health: HealthSettings = attrs.field(factory=HealthSettings)
     events: EventSink = _no_events
+    #: chunked (adaptive) updates when a release offers a chunk index; None = always full
+    adaptive: AdaptiveUpdater | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -147,26 +80,46 @@ class Agent:
             raise InvalidOperation(
                 "no release server configured", way_out="--server URL or server= in update.conf"
             )
-        return parse_release(self.fetcher.fetch_release(self.server))
+        release = parse_release(self.fetcher.fetch_release(self.server))
+        try:
+            check_image_url(self.server, release.image.url)
+        except InvalidUrl as exc:
+            raise InvalidRelease(
+                f"release document: image.url: {exc.message}", way_out=exc.way_out
+            ) from None
+        return release
 
     def _booted_or_committed(self, view: BootView) -> Slot:
         booted = self.boot_env.booted_slot()
         return booted if booted is not None else view.committed_slot
 
-    def _current_version(self, view: BootView) -> str | None:
-        version = self.slots.read_version(self._booted_or_committed(view))
-        if version is None:
+    def _current_version(self, view: BootView) -> Version | None:
+        # The running slot's version file is a boundary: parsed once, here.
+        text = self.slots.read_version(self._booted_or_committed(view))
+        if text is None:
             return None
         try:
-            Version.parse(version)
+            return Version.parse(text)
         except KubesoloError:
             return None
-        return version
 
     def _save(self, state: UpdateState) -> UpdateState:
         self.store.save(state)
         self.events("update.phase", phase=state.phase.value, to_version=state.to_version)
         return state
+
+    def _abandon(self, state: UpdateState, exc: BaseException) -> None:
+        """Record a failed attempt after ``exc``; a failure to save is logged, not raised."""
+        if isinstance(exc, KubesoloError):
+            reason = str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (KeyboardInterrupt) before the image was verified"
+        else:
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+        try:
+            self._save(transition(state, Phase.FAILED, self.clock.now(), error=reason[:2000]))
+        except Exception as err:  # the disk that failed the write may fail this too
+            self.events("update.state_not_saved", phase=state.phase.value, error=str(err))
 
     def _reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
         state = self.store.load()
@@ -186,19 +139,16 @@ class Agent:
         release = self._release()
         view = self.boot_env.read()
         current = self._current_version(view)
-        newer = Version.parse(release.version) > Version.parse(current) if current else True
-        if current is None:
-            reason = f"{release.version} available; running version unknown"
-        elif newer:
-            reason = f"{release.version} available (running {current})"
-        else:
-            reason = f"up to date (running {current}, server has {release.version})"
+        passive = self._booted_or_committed(view).other()
+        held = held_back(
+            release, current, passive, slots=self.slots, kube=self.kube, store=self.store
+        )
         return CheckResult(
             current_version=current,
             available_version=release.version,
-            update_available=newer,
-            reason=reason,
+            update_available=current is None or release.version > current,
             release=release,
+            held_back=held,
         )
 
     # ------------------------------------------------------------------ apply
@@ -230,7 +180,7 @@ class Agent:
             )
         release = self._release()
         current = self._current_version(view)
-        if current is not None and Version.parse(release.version) == Version.parse(current):
+        if current is not None and release.version == current:
             return ApplyResult(state=state, changed=False, message=f"already running {current}")
         if (
             state.phase is Phase.STAGED
@@ -242,18 +192,28 @@ class Agent:
                 changed=False,
                 message=f"{release.version} is already staged on slot {target.value}",
             )
-        # Preflight before any state change: a refusal (a blocked node, say,
-        # under a CronJob every 6 hours) must not churn the state.
-        report = preflight(
-            release=release,
-            current_version=current,
-            slot_capacity=self.slots.capacity(target),
-            node_labels=self.kube.node_labels(),
+        # Identity, then preflight, before any state change: a refusal (a
+        # blocked node, say, under a CronJob every 6 hours) must not churn the
+        # state, and a passive slot that is the running one under another name
+        # is a configuration error, not a failed update.
+        self.slots.check_writable(target)
+        report = admit(
+            release,
+            current,
+            target,
+            slots=self.slots,
+            kube=self.kube,
             force=force,
             allow_downgrade=allow_downgrade,
+            floor_version=state.floor_version,
         )
-        if not report.ok:
-            raise PreflightRefused(report.refusals, way_out=report.way_out)
+        if report.downgrade:
+            self.events(
+                "update.downgrade_allowed",
+                to_version=release.version,
+                running=current,
+                floor=state.floor_version,
+            )
         state = self._save(
             transition(
                 state,
@@ -262,36 +222,53 @@ class Agent:
                 from_version=current,
                 to_version=release.version,
                 target_slot=target,
+                downgrade_allowed=report.downgrade,
             )
         )
-        state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
+        # From here to the end, any exception at all (a library's own, a bug,
+        # Ctrl-C, a failed save) ends the attempt as failed: state.json must
+        # never claim a download nobody is doing. (A power cut writes nothing
+        # more; the next run restarts the attempt from checking/downloading.)
         try:
+            state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
-            chunks = self.fetcher.open_image(self.server, release.image)
-            result = self.slots.write_image(target, chunks, release.image, progress)
-            if result.raw_sha256 != release.image.raw_sha256:
-                raise VerifyError(
-                    f"slot {target.value} reads back {result.raw_sha256}, "
-                    f"expected {release.image.raw_sha256}"
-                )
-        except OperationFailed as exc:
-            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            result, stats = write_release(
+                slots=self.slots,
+                fetcher=self.fetcher,
+                adaptive=self.adaptive,
+                target=target,
+                seed=booted,
+                release_url=self.server,
+                image=release.image,
+                progress=progress,
+                events=self.events,
+            )
+            # The store verified its read-back; the services do not take its word for it.
+            verify_written(
+                release.image,
+                length=result.written,
+                sha256=result.raw_sha256,
+                where=f"slot {target.value}",
+            )
+            state = self._save(
+                transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
+            )
+        except BaseException as exc:
+            self._abandon(state, exc)
             raise
-        state = self._save(
-            transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
-        )
         return ApplyResult(
             state=state,
             changed=True,
             preflight=report,
             write=result,
+            stats=stats,
             message=f"{release.version} staged on slot {target.value} (verified)",
         )
 
     # ------------------------------------------------------------------ activate
 
-    def activate(self) -> UpdateState:
+    def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
         state, _, view = self._reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
@@ -324,7 +301,9 @@ class Agent:
             self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
         self.events("update.slot_activated", slot=target.value)
-        return state
+        return ActivateResult(
+            state=state, needs_tryboot_reboot=not self.boot_env.kind.plain_reboot_starts_trial
+        )
 
     # ------------------------------------------------------------------ rollback
 
@@ -371,32 +350,42 @@ class Agent:
     def _settled_report(self) -> HealthReport:
         # Poll until healthy or the settle window is over (bounded in count and time).
         deadline = self.clock.monotonic() + self.health.settle_timeout
-        interval = max(self.health.poll_interval, 0.1)
+        interval = self.health.poll_every
         rounds = int(self.health.settle_timeout / interval) + 1
         report = self.probe_health()
-        for _ in range(rounds):
-            if report.healthy or self.clock.monotonic() >= deadline:
+        for number in range(1, rounds + 1):
+            left = deadline - self.clock.monotonic()
+            if report.healthy or left <= 0:
                 break
-            self.clock.sleep(interval)
+            # One event per round: the CLI shows it on a terminal, logs it otherwise,
+            # so a 300 s wait is never silent.
+            failing = report.failures()
+            self.events(
+                "health.waiting",
+                round=number,
+                failing=[c.name for c in failing],
+                reasons={c.name: c.reason for c in failing},
+                seconds_left=round(left),
+            )
+            self.clock.sleep(min(interval, left))
             report = self.probe_health()
         return report
 
     def healthcheck(self) -> HealthOutcome:
         """Reconcile, check, then commit, count a failure, or roll back.
 
-        Raises :class:`HealthCheckFailed` (carrying the outcome) when unhealthy,
-        after any state change is saved.
+        An unhealthy node is an outcome, not an error: the returned value says
+        ``healthy=False`` (after any state change is saved) and the CLI maps it
+        to its exit code. Errors raise only when the check could not be done.
         """
         state, rec, _ = self._reconciled()
         if rec.verdict is not Verdict.IN_TRIAL or state.phase not in POST_ACTIVATION:
-            report = self.probe_health()
-            outcome = HealthOutcome(
-                report=report,
+            return HealthOutcome(
+                report=self.probe_health(),
                 state=state,
                 reconciliation=rec,
                 action=rec.message or "no update in flight: state unchanged",
             )
-            return self._finish(outcome)
         report = self._settled_report()
         target = state.target_slot
         assert target is not None  # noqa: S101  (POST_ACTIVATION always has one)
@@ -405,13 +394,11 @@ class Agent:
             self.boot_env.mark_good(target)
             state = self._save(transition(state, Phase.SUCCESS, self.clock.now()))
             self.events("update.committed", slot=target.value, version=state.to_version)
-            return self._finish(
-                HealthOutcome(
-                    report=report,
-                    state=state,
-                    reconciliation=rec,
-                    action=f"committed slot {target.value} ({state.to_version})",
-                )
+            return HealthOutcome(
+                report=report,
+                state=state,
+                reconciliation=rec,
+                action=f"committed slot {target.value} ({state.to_version})",
             )
         failures = state.health_check_failures + 1
         if should_auto_rollback(failures, self.health.auto_rollback_after):
@@ -441,15 +428,7 @@ class Agent:
                 )
             )
             action = f"health check {failures} of the trial failed"
-        return self._finish(
-            HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
-        )
-
-    @staticmethod
-    def _finish(outcome: HealthOutcome) -> HealthOutcome:
-        if not outcome.healthy:
-            raise HealthCheckFailed(f"health check failed: {outcome.report.summary()}", outcome)
-        return outcome
+        return HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
 
     # ------------------------------------------------------------------ status
 
@@ -461,7 +440,7 @@ class Agent:
         for slot in (Slot.A, Slot.B):
             info = self.slots.describe(slot)
             # The passive slot's filesystem is unknown while an apply is in flight.
-            unknown = state.phase in IN_FLIGHT - {Phase.STAGED} and slot is state.target_slot
+            unknown = state.phase in WRITING and slot is state.target_slot
             rows.append(
                 SlotStatus(
                     info=info,

@@ -1,125 +1,42 @@
-"""The composition root: the one place that turns Settings into an Agent over real adapters.
+"""The composition root: the one place that turns Settings into an Agent.
 
-Nothing here runs at import time. Each adapter module is imported inside the
-function that needs it, and the ports a command may not touch (the HTTP
-fetcher, kubectl, the local probes) are wrapped in lazy proxies that import
-and build the real adapter on first use: ``status --json`` never imports
-httpx, and never pays for urllib or kubectl it does not call.
-
-Tests, the demo and library users pass any port explicitly (``overrides``)
-and get the real adapters for the rest.
+:func:`bootstrap` builds the real adapter for every port the caller does not
+pass (cosmicpython's ``bootstrap``): tests, the demo and library users hand in
+fakes by keyword, typed. Nothing here runs at import time, each adapter
+module is imported by the builder that needs it, and the adapters import their
+heavy libraries (httpx, ssl, python-tuf) only in the methods that use them:
+``status --json`` builds a fetcher but never loads httpx or tuf.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from kubesolo_core.services import Agent, HealthSettings
+from kubesolo_core.bootmodel import Bootloader
+from kubesolo_core.results import HealthSettings
+from kubesolo_core.services import Agent
 from kubesolo_core.slots import Slot
 
 if TYPE_CHECKING:
-    from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
+    from kubesolo_core.adaptive import AdaptiveUpdater
     from kubesolo_core.ports import (
         BootEnv,
+        Clock,
+        EventSink,
         Fetcher,
         HealthProbes,
         Kube,
-        Progress,
         SlotStore,
+        StateStore,
     )
-    from kubesolo_core.release import ImageSpec
     from kubesolo_entrypoints.config import Settings
-
-#: what services report: event name + fields
-EventSink = Callable[..., None]
-
-
-# --------------------------------------------------------------------------- lazy ports
-
-
-class LazyFetcher:
-    """The Fetcher port, importing httpx (through HttpFetcher) on the first fetch."""
-
-    def __init__(self, factory: Callable[[], Fetcher]) -> None:
-        self._factory = factory
-        self._real: Fetcher | None = None
-
-    def _get(self) -> Fetcher:
-        if self._real is None:
-            self._real = self._factory()
-        return self._real
-
-    def fetch_release(self, url: str) -> bytes:
-        """See :meth:`kubesolo_core.ports.Fetcher.fetch_release`."""
-        return self._get().fetch_release(url)
-
-    def open_image(
-        self, release_url: str, image: ImageSpec, progress: Progress | None = None
-    ) -> Iterator[bytes]:
-        """See :meth:`kubesolo_core.ports.Fetcher.open_image`."""
-        return self._get().open_image(release_url, image, progress)
-
-
-class LazyKube:
-    """The Kube port, building KubectlKube on first use."""
-
-    def __init__(self, factory: Callable[[], Kube]) -> None:
-        self._factory = factory
-        self._real: Kube | None = None
-
-    def _get(self) -> Kube:
-        if self._real is None:
-            self._real = self._factory()
-        return self._real
-
-    def node_labels(self) -> Mapping[str, str] | Unavailable:
-        """See :class:`kubesolo_core.ports.Kube`."""
-        return self._get().node_labels()
-
-    def node_ready(self) -> bool | Unavailable:
-        """See :class:`kubesolo_core.ports.Kube`."""
-        return self._get().node_ready()
-
-    def kube_system_pods(self) -> Sequence[PodInfo] | Unavailable:
-        """See :class:`kubesolo_core.ports.Kube`."""
-        return self._get().kube_system_pods()
-
-    def apiserver_ready(self) -> bool | Unavailable:
-        """See :class:`kubesolo_core.ports.Kube`."""
-        return self._get().apiserver_ready()
-
-
-class LazyProbes:
-    """The HealthProbes port, building LocalProbes on first use."""
-
-    def __init__(self, factory: Callable[[], HealthProbes]) -> None:
-        self._factory = factory
-        self._real: HealthProbes | None = None
-
-    def _get(self) -> HealthProbes:
-        if self._real is None:
-            self._real = self._factory()
-        return self._real
-
-    def containerd(self) -> ProbeResult:
-        """See :class:`kubesolo_core.ports.HealthProbes`."""
-        return self._get().containerd()
-
-    def probe_url(self, url: str) -> ProbeResult:
-        """See :class:`kubesolo_core.ports.HealthProbes`."""
-        return self._get().probe_url(url)
-
-    def disk_writable(self) -> ProbeResult:
-        """See :class:`kubesolo_core.ports.HealthProbes`."""
-        return self._get().disk_writable()
 
 
 # --------------------------------------------------------------------------- builders
 
 
-def resolve_bootloader(settings: Settings) -> str:
+def resolve_bootloader(settings: Settings) -> Bootloader:
     """``grub`` or ``tryboot``: ``auto`` picks tryboot when the Pi firmware left its traces.
 
     The firmware publishes /proc/device-tree/chosen/bootloader on every Pi
@@ -127,10 +44,10 @@ def resolve_bootloader(settings: Settings) -> str:
     other sign. Everything else is a GRUB box.
     """
     if settings.bootloader != "auto":
-        return settings.bootloader
+        return Bootloader(settings.bootloader)
     if (settings.device_tree / "chosen" / "bootloader").exists() or settings.autoboot.exists():
-        return "tryboot"
-    return "grub"
+        return Bootloader.TRYBOOT
+    return Bootloader.GRUB
 
 
 def build_boot_env(settings: Settings, *, reboot: Callable[..., None] | None = None) -> BootEnv:
@@ -138,7 +55,7 @@ def build_boot_env(settings: Settings, *, reboot: Callable[..., None] | None = N
     from kubesolo_adapters.bootfacts import BootFacts
 
     facts = BootFacts(cmdline=settings.cmdline, boot_id_path=settings.boot_id)
-    if resolve_bootloader(settings) == "tryboot":
+    if resolve_bootloader(settings) is Bootloader.TRYBOOT:
         from kubesolo_adapters.tryboot import TrybootBootEnv
 
         tryboot: BootEnv = TrybootBootEnv(
@@ -159,10 +76,21 @@ def build_slots(settings: Settings) -> SlotStore:
     return BlockSlotStore({Slot.A: settings.slot_a, Slot.B: settings.slot_b})
 
 
-def _http_fetcher() -> Fetcher:
-    from kubesolo_adapters.http import HttpFetcher
+def build_adaptive(settings: Settings, slots: SlotStore) -> AdaptiveUpdater | None:
+    """The adaptive ports over ``slots`` (block devices and image files); None when off.
 
-    return HttpFetcher()
+    ``adaptive=false`` in update.conf, or slots that are not the real block
+    slots (a fake given by a test), leave the agent on full images.
+    """
+    from kubesolo_adapters.blockdev import BlockSlotStore
+
+    if not settings.adaptive or not isinstance(slots, BlockSlotStore):
+        return None
+    from kubesolo_adapters.chunkfetch import HttpChunkSource
+    from kubesolo_adapters.chunkwriter import BlockChunkedSlots
+    from kubesolo_core.adaptive import AdaptiveUpdater
+
+    return AdaptiveUpdater(source=HttpChunkSource(), slots=BlockChunkedSlots(slots))
 
 
 def health_settings(settings: Settings) -> HealthSettings:
@@ -172,73 +100,61 @@ def health_settings(settings: Settings) -> HealthSettings:
         auto_rollback_after=settings.auto_rollback_after,
         kube_system_settle=settings.kube_system_settle,
         settle_timeout=settings.settle_timeout,
-        # Poll a little faster than the settle time so a short settle is met promptly.
-        poll_interval=min(5.0, max(settings.kube_system_settle / 3, 0.5)),
     )
 
 
-def build_agent(
+def bootstrap(
     settings: Settings,
     *,
     events: EventSink | None = None,
-    **overrides: Any,
+    boot_env: BootEnv | None = None,
+    slots: SlotStore | None = None,
+    fetcher: Fetcher | None = None,
+    kube: Kube | None = None,
+    probes: HealthProbes | None = None,
+    clock: Clock | None = None,
+    store: StateStore | None = None,
+    health: HealthSettings | None = None,
+    adaptive: AdaptiveUpdater | None = None,
 ) -> Agent:
-    """An Agent over the real adapters the settings describe.
+    """An Agent over the adapters ``settings`` describe; any port given is used instead.
 
-    ``overrides`` replaces any port by name (``boot_env``, ``slots``,
-    ``fetcher``, ``kube``, ``probes``, ``clock``, ``store``) or ``health``.
+    ``adaptive`` (chunked updates) defaults to the chunk source and chunked
+    writer over the real slots, when ``settings.adaptive`` is on.
     """
-    unknown = set(overrides) - {
-        "boot_env",
-        "slots",
-        "fetcher",
-        "kube",
-        "probes",
-        "clock",
-        "store",
-        "health",
-    }
-    if unknown:
-        raise TypeError(f"build_agent: unknown overrides {sorted(unknown)}")
+    if fetcher is None:
+        from kubesolo_entrypoints.trust import build_fetcher
 
-    def port(name: str, make: Callable[[], Any]) -> Any:
-        return overrides[name] if overrides.get(name) is not None else make()
-
-    def clock() -> Any:
-        from kubesolo_adapters.clock import SystemClock
-
-        return SystemClock()
-
-    def store() -> Any:
-        from kubesolo_adapters.statefile import JsonStateStore
-
-        return JsonStateStore(settings.state)
-
-    def kube() -> Kube:
+        fetcher = build_fetcher(settings)
+    if kube is None:
         from kubesolo_adapters.kubectl import KubectlKube
 
-        return KubectlKube(node_name=settings.node_name, kubeconfig=settings.kubeconfig)
-
-    def probes() -> HealthProbes:
+        kube = KubectlKube(node_name=settings.node_name, kubeconfig=settings.kubeconfig)
+    if probes is None:
         from kubesolo_adapters.probes import LocalProbes
 
-        return LocalProbes(containerd_socket=settings.containerd_socket, data_dir=settings.data_dir)
+        probes = LocalProbes(
+            containerd_socket=settings.containerd_socket, data_dir=settings.data_dir
+        )
+    if clock is None:
+        from kubesolo_adapters.clock import SystemClock
 
-    agent_events: dict[str, Any] = {"events": events} if events is not None else {}
+        clock = SystemClock()
+    if store is None:
+        from kubesolo_adapters.statefile import JsonStateStore
+
+        store = JsonStateStore(settings.state)
+    slots = slots or build_slots(settings)
     return Agent(
-        boot_env=port("boot_env", lambda: build_boot_env(settings)),
-        slots=port("slots", lambda: build_slots(settings)),
-        fetcher=port("fetcher", lambda: LazyFetcher(_http_fetcher)),
-        kube=port("kube", lambda: LazyKube(kube)),
-        probes=port("probes", lambda: LazyProbes(probes)),
-        clock=port("clock", clock),
-        store=port("store", store),
+        boot_env=boot_env or build_boot_env(settings),
+        slots=slots,
+        fetcher=fetcher,
+        kube=kube,
+        probes=probes,
+        clock=clock,
+        store=store,
         server=settings.server,
-        health=overrides.get("health") or health_settings(settings),
-        **agent_events,
+        health=health or health_settings(settings),
+        adaptive=adaptive if adaptive is not None else build_adaptive(settings, slots),
+        **({"events": events} if events is not None else {}),
     )
-
-
-def state_path_sidecar(settings: Settings, name: str) -> Path:
-    """A file next to state.json (the last check and health records of the metrics)."""
-    return settings.state.with_name(name)

@@ -5,7 +5,7 @@ and the environment variable ``KUBESOLO_UPDATE_SOME_THING`` (``--config`` only
 as a flag or the variable: a config file cannot name another). A few keys
 have no flag because they only matter on unusual boxes or in tests
 (``boot_id``, ``device_tree``, ``grubenv_backend``, ``settle_timeout``,
-``log_format``); the healthcheck keys (``healthcheck_url``,
+``log_format``, ``adaptive``); the healthcheck keys (``healthcheck_url``,
 ``auto_rollback_after``, ``kube_system_settle``) are also flags of the
 ``healthcheck`` command.
 
@@ -14,6 +14,15 @@ update.conf is ``key=value`` lines; ``#`` starts a comment line; blanks around
 the file can also be sourced by a shell. An empty value resets an optional
 key (``kubeconfig=``) to "unset". A missing default file is fine (all
 defaults); a missing file named with ``--config`` is an error.
+
+Lines end at ``\n`` only (a ``\r\n`` file is fine): a carriage return, a
+vertical tab or a Unicode line separator inside a line is not a line break
+here, as it is not for the shell, so it cannot smuggle a second key into the
+file; it is a control character, and no value of any source (file,
+variable, flag, cloud-init, library mapping) may hold one. The writer
+(:func:`conf_line`, used by ``config show`` and cloud-init) quotes where the
+reader would otherwise strip, and refuses what it cannot write so that the
+reader reads back exactly what was written.
 
 Every mistake is a :class:`~kubesolo_core.errors.ConfigError` whose message
 names the key and where it came from (file and line, variable, or flag) and
@@ -30,166 +39,175 @@ from typing import Any
 import attrs
 
 from kubesolo_core.errors import ConfigError
+from kubesolo_entrypoints import confvalues as v
 
 DEFAULT_CONFIG = Path("/etc/kubesolo/update.conf")
 ENV_PREFIX = "KUBESOLO_UPDATE_"
 BOOTLOADERS = ("grub", "tryboot", "auto")
 GRUBENV_BACKENDS = ("python", "grub-editenv")
 LOG_FORMATS = ("auto", "console", "json")
-URL_SCHEMES = ("https://", "http://", "file://")
+#: where the release document may come from; the health probe is http(s) only
+SERVER_SCHEMES = ("https", "http", "file")
+PROBE_SCHEMES = ("http", "https")
+#: update.conf is a few hundred bytes; anything this big is not one
+MAX_CONF_BYTES = 1 << 20
 
 
-def _default_node_name() -> str:
-    # os.uname is what `hostname` prints; no socket import on the start-up path.
-    return os.uname().nodename
+# --------------------------------------------------------------------------- the table of keys
+
+#: where a key is also an option of the CLI: the global options, or a command's
+GLOBAL = "global"
+
+
+def key(
+    default: Any = attrs.NOTHING,
+    parse: Callable[[str], Any] = v.path,
+    help: str = "",
+    *,
+    hint: str = "",
+    metavar: str = "",
+    option: str | None = GLOBAL,
+    in_file: bool = True,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """One configuration key: a field of :class:`Settings` and everything else about it.
+
+    The field's name is the update.conf key, ``--name-with-dashes`` the CLI
+    option (of the global options, or of the command named by ``option``;
+    None: no option) and ``KUBESOLO_UPDATE_NAME`` the variable. ``parse`` turns
+    text into the value (raising ValueError with the reason), ``hint`` says how
+    to fix a bad value, ``help`` and ``metavar`` are the option's help.
+    """
+    meta = {
+        "parse": parse,
+        "help": help,
+        "hint": hint,
+        "metavar": metavar,
+        "option": option,
+        "in_file": in_file,
+    }
+    if factory is not None:
+        return attrs.field(factory=factory, metadata=meta)
+    return attrs.field(default=default, metadata=meta)
 
 
 @attrs.frozen(kw_only=True)
 class Settings:
-    """The resolved configuration of one run."""
+    """The resolved configuration of one run; its fields are the table of keys (in --help order)."""
 
-    config: Path = DEFAULT_CONFIG
-    state: Path = Path("/var/lib/kubesolo/update/state.json")
-    server: str | None = None
-    bootloader: str = "auto"
-    grubenv: Path = Path("/boot/grub/grubenv")
-    autoboot: Path = Path("/boot/firmware/autoboot.txt")
-    slot_a: str = "PARTLABEL=KSOLOA"
-    slot_b: str = "PARTLABEL=KSOLOB"
-    cmdline: Path = Path("/proc/cmdline")
-    kubeconfig: Path | None = None
-    node_name: str = attrs.field(factory=_default_node_name)
-    containerd_socket: Path = Path("/run/containerd/containerd.sock")
-    data_dir: Path = Path("/var/lib/kubesolo")
-    # healthcheck
-    healthcheck_url: str | None = None
-    auto_rollback_after: int = 0
-    kube_system_settle: float = 30.0
-    settle_timeout: float = 300.0
-    # rarely changed
-    boot_id: Path = Path("/proc/sys/kernel/random/boot_id")
-    device_tree: Path = Path("/proc/device-tree")
-    grubenv_backend: str = "python"
-    log_format: str = "auto"
-
-
-# --------------------------------------------------------------------------- value parsers
-
-
-def _path(value: str) -> Path:
-    if not value.strip():
-        raise ValueError("a path is required")
-    return Path(value.strip())
-
-
-def _optional_path(value: str) -> Path | None:
-    return Path(value.strip()) if value.strip() else None
-
-
-def _url(value: str) -> str:
-    text = value.strip()
-    if not text.startswith(URL_SCHEMES):
-        raise ValueError(f"{value!r} is not an https://, http:// or file:// URL")
-    return text
-
-
-def _optional_url(value: str) -> str | None:
-    return _url(value) if value.strip() else None
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        text = value.strip().lower()
-        if text not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-def _nonneg_int(value: str) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"{number} is negative")
-    return number
-
-
-def _nonneg_float(value: str) -> float:
-    try:
-        number = float(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(f"{value!r} must be a finite number >= 0")
-    return number
-
-
-def slot_spec(value: str) -> str:
-    """Validate a slot spec: ``PARTLABEL=NAME``, ``LABEL=NAME``, a device or image file path."""
-    text = value.strip()
-    if not text:
-        raise ValueError("a slot spec is required")
-    if "=" in text.split("/", 1)[0]:
-        kind, _, name = text.partition("=")
-        if kind not in ("LABEL", "PARTLABEL"):
-            raise ValueError(
-                f"{value!r}: only PARTLABEL=NAME, LABEL=NAME, a block device or an image "
-                "file path are supported"
-            )
-        if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{value!r}: {kind}= needs a name without blanks")
-    return text
-
-
-def _node_name(value: str) -> str:
-    text = value.strip()
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{value!r} is not a node name")
-    return text
+    config: Path = key(
+        DEFAULT_CONFIG, v.path, f"update.conf [default: {DEFAULT_CONFIG}]", metavar="PATH",
+        in_file=False,
+    )  # fmt: skip
+    state: Path = key(
+        Path("/var/lib/kubesolo/update/state.json"), v.path,
+        "state file [default: /var/lib/kubesolo/update/state.json]", metavar="PATH",
+    )  # fmt: skip
+    server: str | None = key(
+        None, v.url_of(SERVER_SCHEMES),
+        "the TUF repository (https, http, file); with allow_unsigned=true and no trust root, "
+        "a plain release document",
+        metavar="URL",
+        hint="e.g. server=https://updates.example.com/ (a TUF repository; with "
+        "allow_unsigned=true a release document URL)",
+    )  # fmt: skip
+    bootloader: str = key(
+        "auto", v.choice(BOOTLOADERS), "[default: auto]", metavar="grub|tryboot|auto",
+        hint="use grub, tryboot or auto",
+    )  # fmt: skip
+    grubenv: Path = key(
+        Path("/boot/grub/grubenv"), v.path, "GRUB env block [default: /boot/grub/grubenv]",
+        metavar="PATH",
+    )  # fmt: skip
+    autoboot: Path = key(
+        Path("/boot/firmware/autoboot.txt"), v.path,
+        "autoboot.txt of the tryboot selector partition [default: /boot/firmware/autoboot.txt]",
+        metavar="PATH",
+    )  # fmt: skip
+    slot_a: str = key(
+        "PARTLABEL=KSOLOA", v.slot_spec,
+        "PARTLABEL=NAME (GPT partition name), LABEL=NAME (filesystem label), "
+        "a block device or an image file [default: PARTLABEL=KSOLOA]",
+        metavar="SPEC",
+        hint="e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
+    )  # fmt: skip
+    slot_b: str = key(
+        "PARTLABEL=KSOLOB", v.slot_spec, "as --slot-a [default: PARTLABEL=KSOLOB]", metavar="SPEC",
+        hint="e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
+    )  # fmt: skip
+    # trust (DESIGN.md 5): a TUF root, or unsigned only when asked for by name
+    trust_root: Path | None = key(
+        None, v.optional_path,
+        "TUF root.json shipped in the OS image; --server is then the repository "
+        "(unsigned release documents only with allow_unsigned=true in update.conf)",
+        metavar="PATH",
+        hint="e.g. trust_root=/etc/kubesolo/root.json (the repository's 1.root.json)",
+    )  # fmt: skip
+    channel: str = key("stable", v.channel, option=None, hint="e.g. channel=stable")
+    allow_unsigned: bool = key(
+        False, v.boolean, option=None,
+        hint="true or false (true only for labs: releases are then not verified)",
+    )  # fmt: skip
+    cmdline: Path = key(
+        Path("/proc/cmdline"), v.path,
+        "kernel command line; kubesolo.slot=A|B names the booted slot [default: /proc/cmdline]",
+        metavar="PATH",
+    )  # fmt: skip
+    kubeconfig: Path | None = key(
+        None, v.optional_path, "none reachable = the Kubernetes checks are 'unavailable'",
+        metavar="PATH",
+    )  # fmt: skip
+    node_name: str = key(
+        parse=v.node_name, help="[default: the host name]", metavar="NAME",
+        factory=v.default_node_name,
+    )  # fmt: skip
+    containerd_socket: Path = key(
+        Path("/run/containerd/containerd.sock"), v.path,
+        "[default: /run/containerd/containerd.sock]", metavar="PATH",
+    )  # fmt: skip
+    data_dir: Path = key(
+        Path("/var/lib/kubesolo"), v.path,
+        "the disk-writable probe lives here [default: /var/lib/kubesolo]", metavar="PATH",
+    )  # fmt: skip
+    # the healthcheck command's own options
+    healthcheck_url: str | None = key(
+        None, v.url_of(PROBE_SCHEMES), "Operator probe that must answer 200.", metavar="URL",
+        option="healthcheck",
+        hint="an http(s) URL, e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
+    )  # fmt: skip
+    auto_rollback_after: int = key(
+        0, v.nonneg_int, "Roll back after N failed checks of a trial (0 = off) [default: 0]",
+        metavar="N", option="healthcheck", hint="a count of failed health checks, 0 = off",
+    )  # fmt: skip
+    kube_system_settle: float = key(
+        30.0, v.nonneg_float, "kube-system pods must hold Running this long [default: 30]",
+        metavar="SECONDS", option="healthcheck", hint="seconds, e.g. 30",
+    )  # fmt: skip
+    # keys without an option: they only matter on unusual boxes or in tests
+    settle_timeout: float = key(300.0, v.nonneg_float, option=None, hint="seconds, e.g. 300")
+    boot_id: Path = key(Path("/proc/sys/kernel/random/boot_id"), v.path, option=None)
+    device_tree: Path = key(Path("/proc/device-tree"), v.path, option=None)
+    grubenv_backend: str = key("python", v.choice(GRUBENV_BACKENDS), option=None)
+    log_format: str = key("auto", v.choice(LOG_FORMATS), option=None)
+    adaptive: bool = key(
+        True, v.boolean, option=None,
+        hint="true (chunks when a release offers them) or false (always the full image)",
+    )  # fmt: skip
 
 
-#: key -> parser; the keys of update.conf, in the order of ``--help``
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "config": _path,
-    "state": _path,
-    "server": _optional_url,
-    "bootloader": _choice(BOOTLOADERS),
-    "grubenv": _path,
-    "autoboot": _path,
-    "slot_a": slot_spec,
-    "slot_b": slot_spec,
-    "cmdline": _path,
-    "kubeconfig": _optional_path,
-    "node_name": _node_name,
-    "containerd_socket": _path,
-    "data_dir": _path,
-    "healthcheck_url": _optional_url,
-    "auto_rollback_after": _nonneg_int,
-    "kube_system_settle": _nonneg_float,
-    "settle_timeout": _nonneg_float,
-    "boot_id": _path,
-    "device_tree": _path,
-    "grubenv_backend": _choice(GRUBENV_BACKENDS),
-    "log_format": _choice(LOG_FORMATS),
-}
-
+#: the keys, in the order of ``--help`` and ``config show``
+KEYS: tuple[attrs.Attribute[Any], ...] = tuple(attrs.fields(Settings))
+#: key -> parser (text to value, ValueError with the reason)
+PARSERS: dict[str, Callable[[str], Any]] = {k.name: k.metadata["parse"] for k in KEYS}
 #: keys a config file may not set (it would have to name itself)
-NOT_IN_FILE = frozenset({"config"})
-
+NOT_IN_FILE = frozenset(k.name for k in KEYS if not k.metadata["in_file"])
 #: how to fix a bad value, per key (for the error line)
-HINTS: dict[str, str] = {
-    "server": "e.g. server=https://updates.example.com/stable/release.json",
-    "healthcheck_url": "e.g. healthcheck_url=http://127.0.0.1:8080/healthz",
-    "slot_a": "e.g. slot_a=PARTLABEL=KSOLOA, slot_a=LABEL=KSOLOA or slot_a=/dev/sda2",
-    "slot_b": "e.g. slot_b=PARTLABEL=KSOLOB, slot_b=LABEL=KSOLOB or slot_b=/dev/sda3",
-    "bootloader": "use grub, tryboot or auto",
-    "auto_rollback_after": "a count of failed health checks, 0 = off",
-    "kube_system_settle": "seconds, e.g. 30",
-    "settle_timeout": "seconds, e.g. 300",
-}
+HINTS: dict[str, str] = {k.name: k.metadata["hint"] for k in KEYS if k.metadata["hint"]}
+
+
+def options_of(command: str) -> tuple[attrs.Attribute[Any], ...]:
+    """The keys that are options of ``command`` (``GLOBAL``: the global options)."""
+    return tuple(k for k in KEYS if k.metadata["option"] == command)
 
 
 def _unknown(key: str, where: str) -> ConfigError:
@@ -203,7 +221,7 @@ def _unknown(key: str, where: str) -> ConfigError:
 def parse_value(key: str, raw: str, where: str) -> Any:
     """Parse ``raw`` for ``key`` or raise ConfigError naming ``where``."""
     try:
-        return PARSERS[key](raw)
+        return PARSERS[key](v.check_text(raw))
     except ValueError as exc:
         raise ConfigError(
             f"{where}: bad value for {key}: {exc}", way_out=HINTS.get(key, "fix or remove it")
@@ -219,42 +237,78 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse_conf(text: str, source: str) -> dict[str, Any]:
-    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
-    values: dict[str, Any] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
+def conf_pairs(text: str, source: str) -> list[tuple[str, str, str]]:
+    """The ``(key, raw value, where)`` of each setting line of update.conf text, in order.
+
+    Keys are checked; values are unquoted but not parsed. A line ends at
+    ``\n`` only (see the module docstring).
+    """
+    pairs: list[tuple[str, str, str]] = []
+    text = text.removeprefix("\ufeff")  # a BOM some editors write
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")  # noqa: PLW2901  (a CRLF file)
+        stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         where = f"{source}:{number}"
         if "=" not in stripped:
             raise ConfigError(
-                f"{where}: expected key=value, got {stripped!r}", way_out="write it as key=value"
+                f"{where}: expected key=value, got {v.shown(stripped)}",
+                way_out="write it as key=value",
             )
         key, _, raw = stripped.partition("=")
-        key = key.strip()
+        key = key.strip(" \t")
         if key.startswith("export "):
-            key = key[len("export ") :].strip()
+            key = key[len("export ") :].strip(" \t")
         if "-" in key and key.replace("-", "_") in PARSERS:
             raise ConfigError(
                 f"{where}: {key!r} is written with dashes",
                 way_out=f"use {key.replace('-', '_')}= (flags use dashes, the file underscores)",
             )
         if key not in PARSERS:
-            raise _unknown(key, where)
+            raise _unknown(key if len(key) <= 40 else key[:40] + "...", where)
         if key in NOT_IN_FILE:
             raise ConfigError(
                 f"{where}: {key}= cannot be set in a config file",
                 way_out="use --config or KUBESOLO_UPDATE_CONFIG",
             )
-        values[key] = parse_value(key, _unquote(raw.strip()), where)
-    return values
+        pairs.append((key, _unquote(raw.strip(" \t")), where))
+    return pairs
+
+
+def parse_conf(text: str, source: str) -> dict[str, Any]:
+    """Parse update.conf text; keys are checked and values parsed. Later lines win."""
+    return {key: parse_value(key, raw, where) for key, raw, where in conf_pairs(text, source)}
+
+
+def conf_line(key: str, value: str, where: str = "update.conf") -> str:
+    """The update.conf line for ``key`` = ``value`` that :func:`conf_pairs` reads back exactly.
+
+    Quotes a value the reader would otherwise change (surrounding blanks, a
+    quoted-looking value); raises ConfigError for what no line can carry
+    (control characters, line breaks).
+    """
+    try:
+        v.check_text(value)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: cannot write {key}: {exc}", way_out=HINTS.get(key, "fix the value")
+        ) from None
+    line = f"{key}={value}"
+    if value != value.strip(" \t") or _unquote(value) != value:
+        line = f'{key}="{value}"'
+    read = conf_pairs(line, where)
+    if read != [(key, value, f"{where}:1")]:  # never emit what reads back differently
+        raise ConfigError(f"{where}: {key}={v.shown(value)} cannot be written to update.conf")
+    return line
 
 
 def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
     """Read update.conf at ``path``; a missing file is fine unless ``required``."""
+    from kubesolo_adapters.inputs import read_input
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_input(path, limit=MAX_CONF_BYTES, allow_null=True).decode("utf-8")
     except FileNotFoundError:
         if required:
             raise ConfigError(
@@ -266,7 +320,7 @@ def read_conf(path: Path, *, required: bool) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
             f"config file {path} cannot be read: {reason}",
-            way_out="fix its permissions or encoding (UTF-8), or use --config",
+            way_out="point --config / KUBESOLO_UPDATE_CONFIG at a regular UTF-8 file",
         ) from None
     return parse_conf(text, str(path))
 
@@ -317,10 +371,10 @@ def load_settings(
     mapping: dict[str, Any] = {}
     for key, value in (config or {}).items():
         if key not in PARSERS:
-            raise _unknown(key, "configuration mapping")
-        mapping[key] = (
-            parse_value(key, value, "configuration mapping") if isinstance(value, str) else value
-        )
+            raise _unknown(str(key), "configuration mapping")
+        # Typed values (a Path, an int) are checked by the same parser as text.
+        text = "" if value is None else value if isinstance(value, str) else str(value)
+        mapping[key] = parse_value(key, text, f"configuration mapping key {key!r}")
     merged: dict[str, Any] = {**file_values, **mapping, **env, **cli}
     merged["config"] = Path(config_path or DEFAULT_CONFIG)
     if merged.get("slot_a") is not None and merged.get("slot_a") == merged.get("slot_b"):
@@ -341,5 +395,5 @@ def conf_text(settings: Settings) -> str:
         if key in NOT_IN_FILE:
             continue
         value = getattr(settings, key)
-        lines.append(f"{key}={'' if value is None else value}")
+        lines.append(conf_line(key, "" if value is None else str(value), "config show"))
     return "\n".join(lines) + "\n"

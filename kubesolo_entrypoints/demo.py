@@ -7,16 +7,19 @@ stands in:
   the 1024-byte GRUB env block), the two slots as image files
   (:class:`~kubesolo_adapters.blockdev.BlockSlotStore`) carrying ext2
   filesystems with a ``version`` file when ``mkfs.ext2`` is available (read
-  back with ``debugfs``, no mount), a release server on 127.0.0.1 (Python's
-  http.server) fetched with :class:`~kubesolo_adapters.http.HttpFetcher`,
-  a gzip-compressed image decompressed on the fly and verified, and
-  state.json (:class:`~kubesolo_adapters.statefile.JsonStateStore`);
-* stand-ins: the Kubernetes node (:class:`~kubesolo_adapters.memory.MemoryKube`
-  and :class:`~kubesolo_adapters.memory.MemoryProbes`, since no cluster runs
-  here) and the firmware: at each "reboot" the GRUB model
-  (:meth:`kubesolo_core.bootmodel.GrubModel.boot`, which deploy/grub.cfg is
-  proven equal to) is applied to the grubenv file's variables, and the
-  kernel command line file gets ``kubesolo.slot=X`` and a new boot id.
+  back with ``debugfs``, no mount), a signed TUF repository made by
+  ``kubesolo-release``'s code (Ed25519 keys in the sandbox) served on
+  127.0.0.1 (Python's http.server) and read with the agent's TUF client
+  (:class:`~kubesolo_adapters.tuf.TufFetcher` over
+  :class:`~kubesolo_adapters.http.HttpFetcher`), a gzip-compressed image
+  decompressed on the fly and verified chunk by chunk, and state.json
+  (:class:`~kubesolo_adapters.statefile.JsonStateStore`);
+* stand-ins: the Kubernetes node (:class:`~kubesolo_adapters.fakes.MemoryKube`
+  and :class:`~kubesolo_adapters.fakes.MemoryProbes`, since no cluster runs
+  here) and the firmware: the box is a :class:`kubesolo_adapters.sandbox.Sandbox`,
+  whose "reboot" applies the GRUB model (which deploy/grub.cfg is proven equal
+  to) to the grubenv file's variables and gives the kernel command line file
+  ``kubesolo.slot=X`` and a new boot id.
 
 It shows apply -> activate -> reboot -> healthcheck -> commit, then a second
 update whose node never gets healthy, until GRUB runs out of trial boots and
@@ -25,179 +28,24 @@ rolls back, with ``status`` between the steps.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import hashlib
-import json
 import os
 import shutil
-import subprocess
 import tempfile
-import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import typer
 
-from kubesolo_core.errors import HealthCheckFailed
+from kubesolo_adapters.sandbox import Sandbox, find_tool, make_fs_image, release_server
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
 
 SLOT_BYTES = 6 << 20
-IMAGE_BYTES = 3 << 20
 
 
 def _say(text: str = "") -> None:
     # The demo's narrative is its output: one stream keeps it in order when piped.
     typer.echo(text)
-
-
-def _show(text: str) -> None:
-    typer.echo(text)
-
-
-def _tool(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/sbin"):
-        candidate = Path(folder) / name
-        if candidate.exists():
-            return str(candidate)
-    return None
-
-
-def make_image(workdir: Path, version: str, size: int = IMAGE_BYTES) -> bytes:
-    """A slot image carrying ``version``: an ext2 filesystem if mkfs.ext2 exists.
-
-    Without mkfs.ext2 it is the synthetic image of the memory adapters (the
-    slot store then cannot read its version, and the demo says so).
-    """
-    mkfs = _tool("mkfs.ext2")
-    if mkfs is None:
-        from kubesolo_adapters.memory import make_image as synthetic
-
-        return synthetic(version, size=size)
-    root = workdir / f"root-{version}"
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "version").write_text(version + "\n")
-    (root / "os-release").write_text(f'NAME="KubeSolo OS"\nVERSION_ID="{version}"\n')
-    image = workdir / f"fs-{version}.img"
-    subprocess.run(
-        [mkfs, "-q", "-F", "-L", "KSOLO", "-d", str(root), str(image), f"{size // 1024}k"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    data = image.read_bytes()
-    image.unlink()
-    shutil.rmtree(root)
-    return data
-
-
-def publish(www: Path, version: str, raw: bytes) -> None:
-    """Write ``release.json`` and the gzip image for ``version`` into ``www``."""
-    served = gzip.compress(raw, compresslevel=6, mtime=0)
-    name = f"kubesolo-os-{version}-amd64.img.gz"
-    (www / name).write_bytes(served)
-    doc = {
-        "schema": 1,
-        "version": version,
-        "image": {
-            "url": name,
-            "sha256": hashlib.sha256(served).hexdigest(),
-            "size": len(served),
-            "compression": "gzip",
-            "raw_size": len(raw),
-            "raw_sha256": hashlib.sha256(raw).hexdigest(),
-        },
-    }
-    (www / "release.json").write_text(json.dumps(doc, indent=2) + "\n")
-
-
-@contextlib.contextmanager
-def release_server(www: Path) -> Iterator[str]:
-    """Serve ``www`` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return None
-
-    handler = functools.partial(Quiet, directory=str(www))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="demo-release-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
-@attrs.define
-class Sandbox:
-    """The files of the demo box."""
-
-    root: Path
-
-    @property
-    def grubenv(self) -> Path:
-        return self.root / "grubenv"
-
-    @property
-    def cmdline(self) -> Path:
-        return self.root / "cmdline"
-
-    @property
-    def boot_id(self) -> Path:
-        return self.root / "boot_id"
-
-    def slot(self, slot: Slot) -> Path:
-        return self.root / f"slot-{slot.value}.img"
-
-    def cli_args(self, state: Path) -> list[str]:
-        """Global options that point the CLI at this box (no config file, GRUB)."""
-        return [
-            "--config", "/dev/null",
-            "--state", str(state),
-            "--bootloader", "grub",
-            "--grubenv", str(self.grubenv),
-            "--slot-a", str(self.slot(Slot.A)),
-            "--slot-b", str(self.slot(Slot.B)),
-            "--cmdline", str(self.cmdline),
-        ]  # fmt: skip
-
-    def boot(self) -> tuple[Slot, str]:
-        """Play the firmware: the GRUB model on the grubenv variables, then a new kernel."""
-        from kubesolo_adapters.grub import MANAGED
-        from kubesolo_adapters.grubenv import PythonBackend
-        from kubesolo_core.bootmodel import GrubModel
-
-        backend = PythonBackend(self.grubenv)
-        before = backend.read()
-        outcome = GrubModel().boot(before)
-        if outcome.wrote:  # GRUB's save_env
-            backend.set({name: outcome.env[name] for name in MANAGED if name in outcome.env})
-        slot = outcome.slot
-        self.cmdline.write_text(
-            f"BOOT_IMAGE=/vmlinuz root=LABEL=KSOLO{slot.value} ro kubesolo.slot={slot.value}\n"
-        )
-        self.boot_id.write_text(f"{uuid.uuid4()}\n")
-        if outcome.rolled_back:
-            how = "no trial boots left: GRUB rolls back"
-        elif outcome.trial:
-            how = f"trial boot, boot_counter {before.get('boot_counter')} -> " + str(
-                outcome.env.get("boot_counter")
-            )
-        else:
-            how = "committed boot, env untouched"
-        return slot, how
 
 
 @attrs.frozen(kw_only=True)
@@ -214,10 +62,12 @@ class DemoResult:
 
 def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
     """Run the demo; everything it shows goes to stdout, in order."""
-    from kubesolo_adapters.memory import MemoryKube, MemoryProbes
+    from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
     from kubesolo_entrypoints import render
-    from kubesolo_entrypoints.bootstrap import build_agent
+    from kubesolo_entrypoints.bootstrap import bootstrap
     from kubesolo_entrypoints.config import load_settings
+    from kubesolo_entrypoints.publisher.sandbox import publish_signed, signed_repository
+    from kubesolo_entrypoints.trust import trust_view
 
     # debugfs and mkfs live in sbin, which a non-root PATH may lack.
     path = os.environ.get("PATH", "")
@@ -228,21 +78,21 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
     root = Path(tempfile.mkdtemp(prefix="kubesolo-demo-", dir=workdir))
     box = Sandbox(root)
     try:
-        www = root / "www"
-        www.mkdir()
-        factory = make_image(root, "1.0.0")
+        repo = signed_repository(root / "publisher")
+        factory = make_fs_image(root, "1.0.0")
         for slot in Slot:
             with box.slot(slot).open("wb") as f:
                 f.truncate(SLOT_BYTES)
                 if slot is Slot.A:
                     f.write(factory)
-        real_fs = _tool("mkfs.ext2") is not None
-        with release_server(www) as base:
+        real_fs = find_tool("mkfs.ext2") is not None
+        with release_server(repo.served) as base:
             settings = load_settings(
                 {
                     "config": "/dev/null",
                     "state": str(root / "state" / "state.json"),
-                    "server": f"{base}/release.json",
+                    "server": f"{base}/",
+                    "trust_root": str(repo.metadata_dir / "1.root.json"),
                     "bootloader": "grub",
                     "grubenv": str(box.grubenv),
                     "slot_a": str(box.slot(Slot.A)),
@@ -263,7 +113,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                 detail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
                 _say(f"    . {name} {detail}")
 
-            agent = build_agent(settings, events=event, kube=kube, probes=probes)
+            agent = bootstrap(settings, events=event, kube=kube, probes=probes)
             sick = {"1.2.0"}
 
             def reboot() -> Slot:
@@ -283,16 +133,14 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
 
             def status(title: str) -> None:
                 _say(f"\n$ kubesolo-update status   # {title}")
-                _show(render.status_text(agent.status(), where=str(box.grubenv)))
+                _say(render.status_text(agent.status(), where=str(box.grubenv)))
+                _say(f"Trust:       {trust_view(settings)['note']}")
 
             def healthcheck() -> bool:
                 _say("$ kubesolo-update healthcheck   # what init runs at every boot")
-                try:
-                    outcome = agent.healthcheck()
-                except HealthCheckFailed as exc:
-                    outcome = exc.report  # type: ignore[assignment]
-                _show(render.health_text(outcome))  # type: ignore[arg-type]
-                return bool(outcome.healthy)  # type: ignore[union-attr]
+                outcome = agent.healthcheck()
+                _say(render.health_text(outcome))
+                return outcome.healthy
 
             _say(f"kubesolo-update demo: a box in a sandbox at {root}")
             _say(
@@ -302,7 +150,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                     if real_fs
                     else "image files (no mkfs.ext2: versions unknown)"
                 )
-                + f" as slots, release server {base}, gzip image, state.json"
+                + f" as slots, a signed TUF repository (kubesolo-release) on {base}, "
+                "the agent's TUF client, gzip image, state.json"
             )
             _say("  stand-ins: the node (in-memory Kubernetes), the firmware (the GRUB model)")
             agent.boot_env.force_rollback(Slot.A)  # a fresh env, committed on A
@@ -310,14 +159,14 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             status("a fresh box on 1.0.0")
 
             _say("\n== first update: 1.1.0, a good release ==")
-            publish(www, "1.1.0", make_image(root, "1.1.0"))
+            publish_signed(repo, "1.1.0", make_fs_image(root, "1.1.0"))
             _say("$ kubesolo-update check")
-            _show(agent.check().reason)
+            _say(agent.check().reason)
             _say("$ kubesolo-update apply")
-            _show(agent.apply().message)
+            _say(agent.apply().message)
             _say("$ kubesolo-update activate")
-            state = agent.activate()
-            _show(f"slot {state.target_slot.value if state.target_slot else '?'} activated")
+            state = agent.activate().state
+            _say(f"slot {state.target_slot.value if state.target_slot else '?'} activated")
             status("activated, before the reboot")
             reboot()
             healthcheck()
@@ -325,9 +174,9 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             first = agent.status()
 
             _say("\n== second update: 1.2.0, its node never gets Ready ==")
-            publish(www, "1.2.0", make_image(root, "1.2.0"))
+            publish_signed(repo, "1.2.0", make_fs_image(root, "1.2.0"))
             _say("$ kubesolo-update apply")
-            _show(agent.apply().message)
+            _say(agent.apply().message)
             _say("$ kubesolo-update activate")
             agent.activate()
             boots = 0

@@ -13,6 +13,8 @@
 | 4    | UNHEALTHY   | the health check failed (init scripts reboot on it when             |
 |      |             | ``status --json`` says ``"reboot_required": true``)                 |
 | 5    | CORRUPT     | corrupt input: state.json, the release document, a version string   |
+| 6    | UNTRUSTED   | the release failed TUF verification (signature, expiry, rollback,   |
+|      |             | hash, length, target path): nothing it did not vouch for was staged |
 
 These numbers are part of the operator's contract (scripts, the CronJob and
 the init script depend on them): never renumber, only add.
@@ -25,10 +27,10 @@ import enum
 from kubesolo_core.errors import (
     ConfigError,
     CorruptInput,
-    HealthCheckFailed,
     KubesoloError,
     PreflightRefused,
 )
+from kubesolo_core.refusals import TrustRefused
 
 
 class ExitCode(enum.IntEnum):
@@ -40,14 +42,15 @@ class ExitCode(enum.IntEnum):
     REFUSED = 3
     UNHEALTHY = 4
     CORRUPT = 5
+    UNTRUSTED = 6
 
 
 #: the one mapping from error classes to exit codes; the first match wins,
 #: so subclasses come before their bases
 _BY_CLASS: tuple[tuple[type[KubesoloError], ExitCode], ...] = (
     (ConfigError, ExitCode.USAGE),
+    (TrustRefused, ExitCode.UNTRUSTED),
     (PreflightRefused, ExitCode.REFUSED),
-    (HealthCheckFailed, ExitCode.UNHEALTHY),
     (CorruptInput, ExitCode.CORRUPT),
 )
 
@@ -64,5 +67,6 @@ def exit_code_for(error: BaseException) -> ExitCode:
 HELP_EPILOG = (
     "Exit codes: 0 ok; 1 operation failed (nothing committed); 2 usage or "
     "configuration error; 3 refused by preflight; 4 health check failed; "
-    "5 corrupt input (state.json, release document)."
+    "5 corrupt input (state.json, release document); 6 untrusted release (TUF verification "
+    "refused it)."
 )

@@ -1,41 +1,56 @@
 """The library facade: an update agent for provisioning tools, without the CLI.
 
-Build an agent from a configuration mapping (the keys of update.conf) or
-from explicit adapters, call its operations, get attrs values back. Nothing
+Build an agent from a configuration mapping (the keys of update.conf), or
+from adapters of your own with ``Agent(boot_env=..., slots=..., ...)``; call
+its operations, get attrs values back. Nothing
 here prints, exits or configures logging; errors are the classes of
 :mod:`kubesolo_core.errors` (catch :class:`KubesoloError`)::
 
     from kubesolo_entrypoints.facade import agent_from_config
 
-    agent = agent_from_config({"server": "https://updates.example.com/stable/release.json",
+    agent = agent_from_config({"server": "https://updates.example.com/kubesolo-os/",
+                               "trust_root": "/etc/kubesolo/root.json",
                                "slot_a": "/dev/sda2", "slot_b": "/dev/sda3"})
     result = agent.check()          # CheckResult
     if result.update_available:
         agent.apply()               # ApplyResult
-        agent.activate()            # UpdateState
+        agent.activate()            # ActivateResult
 
 For tests of provisioning code, :func:`memory_agent` gives an agent over a
-whole simulated box (:class:`~kubesolo_adapters.memory.MemoryBox`), with its
+whole simulated box (:class:`~kubesolo_adapters.fakes.MemoryBox`), with its
 fault injection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from kubesolo_core.adaptive import AdaptiveUpdater
+from kubesolo_core.bootmodel import Bootloader
 from kubesolo_core.errors import KubesoloError
-from kubesolo_core.ports import BootEnv, Clock, Fetcher, HealthProbes, Kube, SlotStore, StateStore
-from kubesolo_core.services import (
-    Agent,
+from kubesolo_core.ports import (
+    BootEnv,
+    Clock,
+    EventSink,
+    Fetcher,
+    HealthProbes,
+    Kube,
+    SlotStore,
+    StateStore,
+)
+from kubesolo_core.results import (
+    ActivateResult,
     ApplyResult,
     CheckResult,
     HealthOutcome,
     HealthSettings,
     StatusReport,
 )
+from kubesolo_core.services import Agent
 
 __all__ = [
+    "ActivateResult",
     "Agent",
     "ApplyResult",
     "CheckResult",
@@ -43,7 +58,6 @@ __all__ = [
     "HealthSettings",
     "KubesoloError",
     "StatusReport",
-    "agent_from_adapters",
     "agent_from_config",
     "memory_agent",
     "settings_from_config",
@@ -72,39 +86,31 @@ def settings_from_config(
 def agent_from_config(
     config: Mapping[str, Any] | None = None,
     *,
-    events: Callable[..., None] | None = None,
+    events: EventSink | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: str | None = None,
-    **ports: Any,
+    boot_env: BootEnv | None = None,
+    slots: SlotStore | None = None,
+    fetcher: Fetcher | None = None,
+    kube: Kube | None = None,
+    probes: HealthProbes | None = None,
+    clock: Clock | None = None,
+    store: StateStore | None = None,
+    adaptive: AdaptiveUpdater | None = None,
 ) -> Agent:
     """An Agent over the real adapters described by ``config``.
 
-    ``ports`` replaces any port by name (``boot_env``, ``slots``, ``fetcher``,
-    ``kube``, ``probes``, ``clock``, ``store``), e.g. to run against a
-    different Kube. ``events`` receives ``(event, **fields)`` for each step.
+    Any port given replaces its real adapter (e.g. a different Kube);
+    ``adaptive`` the chunked-update ports (by default built over real slots).
+    ``events`` receives ``(event, **fields)`` for each step. An agent over
+    adapters you built yourself is just ``Agent(boot_env=..., slots=..., ...)``.
     """
-    from kubesolo_entrypoints.bootstrap import build_agent
+    from kubesolo_entrypoints.bootstrap import bootstrap
 
     settings = settings_from_config(config, environ=environ, config_file=config_file)
-    return build_agent(settings, events=events, **ports)
-
-
-def agent_from_adapters(
-    *,
-    boot_env: BootEnv,
-    slots: SlotStore,
-    fetcher: Fetcher,
-    kube: Kube,
-    probes: HealthProbes,
-    clock: Clock,
-    store: StateStore,
-    server: str | None = None,
-    health: HealthSettings | None = None,
-    events: Callable[..., None] | None = None,
-) -> Agent:
-    """An Agent over adapters you built yourself."""
-    extra: dict[str, Any] = {"events": events} if events is not None else {}
-    return Agent(
+    return bootstrap(
+        settings,
+        events=events,
         boot_env=boot_env,
         slots=slots,
         fetcher=fetcher,
@@ -112,9 +118,7 @@ def agent_from_adapters(
         probes=probes,
         clock=clock,
         store=store,
-        server=server,
-        health=health or HealthSettings(),
-        **extra,
+        adaptive=adaptive,
     )
 
 
@@ -124,9 +128,13 @@ def memory_agent(bootloader: str = "grub", *, version: str = "1.0.0") -> tuple[A
     Publish releases with ``box.publish("1.1.0")``, reboot with
     ``box.reboot()``, inject faults through ``box.power``, ``box.fetcher``...
     """
-    from kubesolo_adapters.memory import MemoryBox
+    from kubesolo_adapters.fakes import MemoryBox
 
-    if bootloader not in ("grub", "tryboot"):
-        raise KubesoloError(f"unknown bootloader {bootloader!r}", way_out="use 'grub' or 'tryboot'")
-    box = MemoryBox.create(bootloader, version=version)
+    try:
+        kind = Bootloader(bootloader)
+    except ValueError:
+        raise KubesoloError(
+            f"unknown bootloader {bootloader!r}", way_out="use 'grub' or 'tryboot'"
+        ) from None
+    box = MemoryBox.create(kind, version=version)
     return box.agent(), box

@@ -9,11 +9,10 @@ imported on the first event only, so a command that has nothing to log
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-#: what the services call: ``events("update.phase", phase="staged")``
-EventSink = Callable[..., None]
+if TYPE_CHECKING:
+    from kubesolo_core.ports import EventSink
 
 
 def _import_structlog() -> Any:

@@ -24,8 +24,17 @@ Series (the first three are the names of the original design):
   ``kubesolo_update_available``: the last ``check``/``apply`` against the server;
 * ``kubesolo_update_last_healthcheck_timestamp_seconds``,
   ``kubesolo_update_health_check_ok{check}``: the last ``healthcheck``, per check;
+* ``kubesolo_update_last_apply_timestamp_seconds``, ``kubesolo_update_last_apply_adaptive``
+  (1 when the slot was built from chunks, 0 for a full image),
+  ``kubesolo_update_last_apply_bytes{kind}`` (``image``, ``in_place``, ``copied``,
+  ``downloaded``, ``written``) and ``kubesolo_update_last_apply_chunk_requests``: the
+  figures of the last apply that wrote a slot (``last-apply.json``);
 * ``kubesolo_update_info{bootloader,from_version,to_version,target_slot}``: always 1;
-* ``kubesolo_update_source_ok{source}``: 0 when state.json or the boot env cannot be read.
+* ``kubesolo_update_source_ok{source}``: 0 when state.json or the boot env cannot be read;
+* ``kubesolo_update_refusal{reason}``: 1 for each reason the last check/apply was held back
+  or refused for (every reason of :mod:`kubesolo_core.refusals` always emitted);
+* ``kubesolo_update_unsigned``: 1 when the box runs with ``allow_unsigned=true`` and no
+  trust root (releases not verified); ``kubesolo_update_trust_info{mode,channel}``.
 """
 
 from __future__ import annotations
@@ -51,9 +60,12 @@ DEFAULT_LISTEN = "127.0.0.1:9469"
 def parse_listen(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ConfigError naming --listen otherwise."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    # ASCII digits only: str.isdigit() is also true for '²', which int() refuses
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not sep or not digits or int(port_text) > 65535:
+        shown = repr(text) if len(text) <= 60 else repr(text[:60]) + "..."
         raise ConfigError(
-            f"option --listen: {text!r} is not HOST:PORT", way_out=f"e.g. --listen {DEFAULT_LISTEN}"
+            f"option --listen: {shown} is not HOST:PORT", way_out=f"e.g. --listen {DEFAULT_LISTEN}"
         )
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -66,10 +78,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def _read_state(settings: Settings) -> tuple[UpdateState, bool]:
+    from kubesolo_adapters.inputs import read_input
+    from kubesolo_adapters.statefile import MAX_BYTES
     from kubesolo_core.codec import loads_state
 
     try:
-        text = settings.state.read_text(encoding="utf-8")
+        text = read_input(settings.state, limit=MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         return UpdateState(), True
     except (OSError, UnicodeDecodeError):
@@ -159,7 +173,7 @@ class UpdateCollector:
             g.add_metric([], 0.0 if view.in_trial else 1.0)
             yield g
             g = gauge("reboot_required", "1 when the running slot is not the next boot's")
-            g.add_metric([], 1.0 if booted is not None and booted is not view.next_boot else 0.0)
+            g.add_metric([], 1.0 if view.reboot_required(booted) else 0.0)
             yield g
 
         check = records.read_record(records.record_path(self.settings.state, records.CHECK_FILE))
@@ -189,6 +203,30 @@ class UpdateCollector:
                     fam.add_metric([str(name)], 1.0 if ok else 0.0)
             yield fam
 
+        from kubesolo_entrypoints.trust import ALL_REASONS, trust_view
+
+        seen = check.get("refusals") if check is not None else None
+        current = set(seen) if isinstance(seen, list) else set()
+        fam = gauge(
+            "refusal",
+            "1 for each reason the last check/apply was held back or refused for",
+            ["reason"],
+        )
+        for reason in sorted(set(ALL_REASONS) | {str(r) for r in current}):
+            fam.add_metric([reason], 1.0 if reason in current else 0.0)
+        yield fam
+        trust = trust_view(self.settings)
+        g = gauge(
+            "unsigned", "1 when releases are not verified (allow_unsigned=true, no trust root)"
+        )
+        g.add_metric([], 1.0 if trust["unsigned"] else 0.0)
+        yield g
+        fam = gauge("trust_info", "How releases are trusted (always 1)", ["mode", "channel"])
+        fam.add_metric([trust["mode"], trust.get("channel", "")], 1.0)
+        yield fam
+
+        yield from _last_apply(self.settings, gauge)
+
         info = gauge(
             "info",
             "The update in view (always 1)",
@@ -197,8 +235,8 @@ class UpdateCollector:
         info.add_metric(
             [
                 view.kind if view else "unknown",
-                state.from_version or "",
-                state.to_version or "",
+                str(state.from_version or ""),
+                str(state.to_version or ""),
                 state.target_slot.value if state.target_slot else "",
             ],
             1.0,
@@ -208,6 +246,35 @@ class UpdateCollector:
         src.add_metric(["state"], 1.0 if state_ok else 0.0)
         src.add_metric(["bootenv"], 1.0 if view is not None else 0.0)
         yield src
+
+
+def _last_apply(settings: Settings, gauge: Any) -> Iterator[Any]:
+    doc = records.read_record(records.record_path(settings.state, records.APPLY_FILE))
+    at = records.record_time(doc)
+    if doc is None or at is None:
+        return
+    g = gauge("last_apply_timestamp_seconds", "Time of the last apply that wrote a slot")
+    g.add_metric([], at)
+    yield g
+    g = gauge("last_apply_adaptive", "1 when the last apply built the slot from chunks")
+    g.add_metric([], 1.0 if doc.get("mode") == "adaptive" else 0.0)
+    yield g
+    fam = gauge(
+        "last_apply_bytes",
+        "Bytes of the last apply: image size, reused in place, copied from the booted slot, "
+        "downloaded, written",
+        ["kind"],
+    )
+    for kind in ("image", "in_place", "copied", "downloaded", "written"):
+        value = doc.get(f"{kind}_bytes")
+        if isinstance(value, int) and not isinstance(value, bool):
+            fam.add_metric([kind], float(value))
+    yield fam
+    requests = doc.get("requests")
+    if isinstance(requests, int) and not isinstance(requests, bool):
+        g = gauge("last_apply_chunk_requests", "Chunk files the last apply fetched")
+        g.add_metric([], float(requests))
+        yield g
 
 
 def registry_for(settings: Settings, boot_env: BootEnv | None = None) -> Any:

@@ -9,15 +9,18 @@ The JSON shapes are part of the operator's contract (the init script reads
      "reboot_required": true, "pending": "slot B is activated; reboot ...",
      "slots": [{"slot": "A", "spec": "PARTLABEL=KSOLOA", "device": "/dev/sda2",
                 "size": 1073741824, "exists": true, "version": "1.2.0",
-                "active": false, "booted": true, "committed": true, "trial": false}, ...],
+                "next_boot": false, "active": false, "booted": true, "committed": true,
+                "trial": false}, ...],
      "boot": {"kind": "grub", "committed_slot": "A", "trial_slot": "B",
               "boot_counter": 3, "boot_success": false, "raw": {...}, ...},
      "state": {"schema_version": 2, "phase": "activated", ...},
      "reconciliation": {"verdict": "pending_reboot", "message": "..."}}
 
-``active`` is the slot the bootloader boots next (the trial slot while a
-trial is pending, else the committed one); ``committed`` is the slot it falls
-back to; ``booted`` is the slot the running kernel came from.
+``next_boot`` marks the slot the bootloader boots next (the trial slot while
+a trial is pending, else the committed one; ``active`` is the same fact under
+its first name, kept for scripts); ``committed`` is the slot it falls back to;
+``booted`` is the slot the running kernel came from. GRUB's own variable
+``active_slot`` is the bootloader's word and appears only in ``boot.raw``.
 """
 
 from __future__ import annotations
@@ -29,18 +32,14 @@ from typing import TYPE_CHECKING, Any
 from kubesolo_core.codec import to_jsonable, unstructure_state
 
 if TYPE_CHECKING:
+    from kubesolo_core.chunks import AdaptiveStats
     from kubesolo_core.policies import HealthReport
-    from kubesolo_core.services import CheckResult, HealthOutcome, StatusReport
+    from kubesolo_core.results import ApplyResult, CheckResult, HealthOutcome, StatusReport
 
 
 def dumps(doc: Any) -> str:
     """The one JSON document a ``--json`` command prints."""
     return json.dumps(doc, indent=2, sort_keys=True)
-
-
-def reboot_required(report: StatusReport) -> bool:
-    """True when the running slot is not the one the bootloader boots next."""
-    return report.booted_slot is not None and report.booted_slot is not report.boot.next_boot
 
 
 def status_doc(report: StatusReport) -> dict[str, Any]:
@@ -50,7 +49,7 @@ def status_doc(report: StatusReport) -> dict[str, Any]:
         "bootloader": report.boot.kind,
         "booted_slot": report.booted_slot.value if report.booted_slot else None,
         "next_boot": next_boot.value,
-        "reboot_required": reboot_required(report),
+        "reboot_required": report.reboot_required,
         "pending": report.reconciliation.message or None,
         "slots": [
             {
@@ -61,6 +60,8 @@ def status_doc(report: StatusReport) -> dict[str, Any]:
                 "exists": row.info.exists,
                 "problem": row.info.problem,
                 "version": row.version,
+                "next_boot": row.info.slot is next_boot,
+                # the same fact under its 0.1 name, kept for scripts that read it
                 "active": row.info.slot is next_boot,
                 "booted": row.booted,
                 "committed": row.committed,
@@ -137,7 +138,7 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
         lines.append(f"Last error:  {state.last_error}")
     if report.reconciliation.message:
         lines.append(f"Note:        {report.reconciliation.message}")
-    if reboot_required(report) and not report.reconciliation.message:
+    if report.reboot_required and not report.reconciliation.message:
         lines.append(f"Note:        reboot to run slot {boot.next_boot.value}")
     return "\n".join(lines)
 
@@ -145,8 +146,8 @@ def status_text(report: StatusReport, *, where: str = "") -> str:
 def check_doc(result: CheckResult) -> dict[str, Any]:
     """``check --json``."""
     return {
-        "current_version": result.current_version,
-        "available_version": result.available_version,
+        "current_version": str(result.current_version) if result.current_version else None,
+        "available_version": str(result.available_version),
         "update_available": result.update_available,
         "reason": result.reason,
         "release": to_jsonable(result.release),
@@ -176,3 +177,44 @@ def report_lines(report: HealthReport) -> list[str]:
         f"{'ok  ' if c.ok else 'FAIL'} {c.name}" + (f": {c.reason}" if c.reason else "")
         for c in report.checks
     ]
+
+
+def stats_doc(stats: AdaptiveStats) -> dict[str, Any]:
+    """The byte figures of an apply (``apply --json`` and the last-apply record)."""
+    return {
+        "mode": stats.mode,
+        "image_bytes": stats.image_size,
+        "in_place_bytes": stats.in_place,
+        "copied_bytes": stats.copied,
+        "downloaded_bytes": stats.downloaded,
+        "written_bytes": stats.written,
+        "chunks": stats.chunks,
+        "requests": stats.requests,
+        "fallback": stats.fallback,
+    }
+
+
+def apply_doc(result: ApplyResult) -> dict[str, Any]:
+    """``apply --json``."""
+    return {
+        "changed": result.changed,
+        "message": result.message,
+        "state": to_jsonable(unstructure_state(result.state)),
+        "stats": stats_doc(result.stats) if result.stats is not None else None,
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:.1f} MiB"
+
+
+def stats_text(stats: AdaptiveStats) -> str:
+    """One line: where the image's bytes came from and what was written."""
+    if stats.mode == "adaptive":
+        return (
+            f"chunks: {_mib(stats.in_place)} already in place, {_mib(stats.copied)} copied "
+            f"from the booted slot, {_mib(stats.downloaded)} downloaded "
+            f"({stats.requests} of {stats.chunks} chunks), {_mib(stats.written)} written"
+        )
+    why = f" (chunks not used: {stats.fallback})" if stats.fallback else ""
+    return f"full image: {_mib(stats.downloaded)} downloaded, {_mib(stats.written)} written{why}"

@@ -1,6 +1,6 @@
 """``kubesolo-update simulate``: random update/boot/crash sequences, invariants checked.
 
-Each run builds a :class:`~kubesolo_adapters.memory.MemoryBox` (GRUB or
+Each run builds a :class:`~kubesolo_adapters.fakes.MemoryBox` (GRUB or
 tryboot, chosen by the run's random generator) and plays a random sequence
 of what happens to a box in the field: releases published (healthy, sick,
 or crashing at boot), ``apply``/``activate``/``healthcheck``/``rollback``,
@@ -12,8 +12,8 @@ number that reproduce it.
 Runs are reproducible: run ``i`` of seed ``S`` uses ``random.Random(f"{S}:{i}")``
 and nothing else is random.
 
-The invariants are those of :mod:`kubesolo_adapters.simulation` (the same
-code the unit tier's state machine and crash-point tests use):
+The invariants are those of :mod:`kubesolo_core.invariants` (the same code
+the unit tier's state machine and crash-point tests use):
 committed, verified_boots, state_loads, rollback_recorded, counters,
 healthy_commits.
 """
@@ -27,9 +27,10 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.simulation import INVARIANTS, BoxDriver, check_invariants
+from kubesolo_adapters.fakes import BoxDriver
+from kubesolo_core.invariants import INVARIANTS
 
-__all__ = ["INVARIANTS", "SimulationReport", "check_invariants", "run_simulation"]
+__all__ = ["SimulationReport", "run_simulation"]
 
 
 @attrs.frozen(kw_only=True)

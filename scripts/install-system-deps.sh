@@ -7,12 +7,14 @@ pkgs=(
   qemu-system-x86 ovmf                            # tests/hardware
   mtools dosfstools fdisk gdisk e2fsprogs util-linux
   busybox-static cpio                             # the guest's initramfs
+  binutils                                        # strip: the whole-box slot image's extensions
   nginx-light                                     # the real HTTP server of tests/contract
   prometheus                                      # promtool check metrics
   containerd                                      # a real containerd for the probe's contract case
   openssl                                         # the https test makes a self-signed certificate
   zstd gzip curl
   rauc squashfs-tools swupdate dbus-daemon dbus-bin time   # bench/apply_vs_peers.py and its smoke test
+  casync                                          # bench/adaptive.py: the reference row
 )
 missing=()
 for p in "${pkgs[@]}"; do

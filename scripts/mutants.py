@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Plant known bugs one at a time in a scratch copy and check the unit tier catches each.
+"""Plant known bugs one at a time in a scratch copy and check the tests catch each.
 
 Not part of CI (it runs the unit tier once per mutant); run it by hand:
     .venv/bin/python scripts/mutants.py [NAME ...]
-Each mutant is a (file, old text, new text) replacement. Prints caught/MISSED
-and the first failing test for each.
+Each mutant is a (file, old text, new text) replacement, checked by the unit
+tier's model tests or, for a real adapter, by the contract tests named in
+TESTS. Prints caught/MISSED and the first failing test for each.
 """
 
 from __future__ import annotations
@@ -50,14 +51,9 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "apply-stages-unverified-image": [
         (
-            "kubesolo_adapters/memory.py",
-            "        if len(back) != image.raw_size or digest != image.raw_sha256:\n",
-            "        if False:\n",
-        ),
-        (
-            "kubesolo_core/services.py",
-            "            if result.raw_sha256 != release.image.raw_sha256:\n",
-            "            if False:\n",
+            "kubesolo_core/release.py",
+            "    if length != image.raw_size or sha256 != image.raw_sha256:\n",
+            "    if False:\n",
         ),
     ],
     "apply-writes-the-running-slot": [
@@ -118,7 +114,7 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "state-save-not-atomic": [
         (
-            "kubesolo_adapters/memory.py",
+            "kubesolo_adapters/fakes/memory.py",
             '        self.power.durable("state.save")\n        self.text = dumps_state(state)\n',
             '        self.text = dumps_state(state)[:40]\n        self.power.durable("state.save")\n'
             "        self.text = dumps_state(state)\n",
@@ -131,6 +127,63 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "        if True:\n            state = self._save(transition(state, Phase.VERIFYING",
         )
     ],
+    "slot-guard-removed": [
+        (
+            "kubesolo_adapters/slotguard.py",
+            "        reason = write_refusal(ident, target_name, others, mounts=mounts)\n"
+            "        if reason is not None:\n",
+            "        reason = write_refusal(ident, target_name, others, mounts=mounts)\n"
+            "        if False:\n",
+        )
+    ],
+    "slot-identity-by-spelling": [
+        (
+            "kubesolo_adapters/slotguard.py",
+            "        return (self.kind, self.dev, self.ino) == (other.kind, other.dev, other.ino)\n",
+            "        return self.path == other.path\n",
+        )
+    ],
+    "apply-skips-the-identity-check": [
+        (
+            "kubesolo_core/services.py",
+            "        self.slots.check_writable(target)\n",
+            "",
+        )
+    ],
+    # decisions moved into the core (issue 9): each guarded by the unit tier
+    "tryboot-plain-reboot-starts-trial": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        return self is Bootloader.GRUB\n",
+            "        return True\n",
+        )
+    ],
+    "reboot-required-ignores-the-trial": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        return booted is not None and booted is not self.next_boot\n",
+            "        return booted is not None and booted is not self.committed_slot\n",
+        )
+    ],
+    "crash-keeps-the-tryboot-flag": [
+        (
+            "kubesolo_core/bootmodel.py",
+            "        if not clean_shutdown:\n            env = attrs.evolve(env, flag=False)\n",
+            "",
+        )
+    ],
+}
+
+UNIT_TESTS = [
+    "tests/unit/test_stateful.py",
+    "tests/unit/test_crashpoints.py",
+    "tests/unit/test_bootmodel.py",
+    "tests/unit/test_services.py",
+]
+#: mutants of a real adapter are caught by its contract tests (image files: no root needed)
+TESTS: dict[str, list[str]] = {
+    "slot-guard-removed": ["tests/contract/test_slot_identity.py"],
+    "slot-identity-by-spelling": ["tests/contract/test_slot_identity.py"],
 }
 
 
@@ -160,9 +213,7 @@ def run(name: str) -> tuple[bool, str, float]:
                 "-q",
                 "-p",
                 "no:cacheprovider",
-                "tests/unit/test_stateful.py",
-                "tests/unit/test_crashpoints.py",
-                "tests/unit/test_bootmodel.py",
+                *TESTS.get(name, UNIT_TESTS),
             ],
             cwd=work,
             capture_output=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if tier in _TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The hostile-input catalogue's passed cases per family (tests/hostile.py)."""
+    hostile = sys.modules.get("tests.hostile")
+    tally: dict[str, int] = getattr(hostile, "TALLY", {})
+    if tally:
+        terminalreporter.section("kubesolo-update: hostile-input catalogue (passed cases)")
+        for family in sorted(tally):
+            terminalreporter.write_line(f"{family}: {tally[family]}")
+        terminalreporter.write_line(f"total: {sum(tally.values())}")

@@ -35,3 +35,9 @@ def require_root() -> None:
     """Loop devices and mounts need root."""
     if os.geteuid() != 0:
         _missing("needs root (loop devices, mounts)")
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip (laptop) or fail (CI) unless ``ok``; ``what`` names the missing thing and the fix."""
+    if not ok:
+        _missing(what)

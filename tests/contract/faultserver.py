@@ -16,6 +16,7 @@ injects faults taken from a queue or a standing ``always`` fault:
 ``extra``            send ``delta`` bytes more than the file, announced in Content-Length
 ``extra_unannounced`` send ``delta`` bytes more than the file, no Content-Length
 ``bad_range``        answer a range with a Content-Range that starts elsewhere
+``redirect``         answer ``status`` (a 3xx) with ``Location: location``
 ``tls``              (whole server) wrap the socket in TLS with a given context
 
 Every request is logged (path, Range header, fault) for the tests to check.
@@ -48,6 +49,7 @@ class Fault:
     delta: int = 100
     seconds: float = 5.0
     retry_after: int | None = None
+    location: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,18 @@ class _State:
     files: dict[str, bytes]
     queue: collections.deque[Fault] = field(default_factory=collections.deque)
     always: Fault | None = None
+    #: standing faults for one path only (checked before the queue)
+    by_path: dict[str, Fault] = field(default_factory=dict)
     log: list[Logged] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def next_fault(self, path: str, range_header: str | None) -> Fault | None:
         with self.lock:
-            fault = self.queue.popleft() if self.queue else self.always
+            if path in self.by_path:
+                fault: Fault | None = self.by_path[path]
+            else:
+                fault = self.queue.popleft() if self.queue else self.always
             self.log.append(Logged(path, range_header, fault.kind if fault else None))
             return fault
 
@@ -114,6 +121,9 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
             self._head(fault.status, headers)
+            return
+        if fault is not None and fault.kind == "redirect":
+            self._head(fault.status, {"Location": fault.location, "Content-Length": "0"})
             return
         if data is None:
             self._head(404, {"Content-Length": "0"})
@@ -222,6 +232,15 @@ class FaultServer:
         """Queue faults for the next requests, one per request, in order."""
         with self.state.lock:
             self.state.queue.extend(faults)
+
+    def fault_path(self, path: str, fault: Fault | None) -> None:
+        """Apply ``fault`` to every request for ``path`` (None: behave again)."""
+        key = "/" + path.lstrip("/")
+        with self.state.lock:
+            if fault is None:
+                self.state.by_path.pop(key, None)
+            else:
+                self.state.by_path[key] = fault
 
     def always(self, fault: Fault | None) -> None:
         """Apply ``fault`` to every request once the queue is empty (None: behave)."""

@@ -38,18 +38,25 @@ RICH = UpdateState(
 _VALID = dumps_state(RICH).encode()
 _DOC = json.loads(_VALID)
 
-#: damaged documents, each must be CorruptState, kept aside, and leave idle behind
+#: damaged documents of ours, each must be CorruptState, kept aside, and leave idle behind
 CORRUPT: dict[str, bytes] = {
-    "garbage": b"\x00\x01\x02 this is not json {{{",
+    "garbage": b'\x00\x01\x02 "phase": this is not json {{{',
     "truncated": _VALID[: len(_VALID) // 2],
     "empty": b"",
     "blank": b"  \n\t\n",
-    "not-an-object": b"[1, 2, 3]\n",
     "future-schema": json.dumps({**_DOC, "schema_version": SCHEMA_VERSION + 97}).encode(),
     "wrong-types": json.dumps({**_DOC, "attempt_count": "three", "phase": 42}).encode(),
     "unknown-phase": json.dumps({**_DOC, "phase": "exploding"}).encode(),
     "unknown-key": json.dumps({**_DOC, "surprise": True}).encode(),
     "bad-time": json.dumps({**_DOC, "started_at": "yesterday"}).encode(),
+}
+
+#: files that are not a state file of ours (a mistyped --state): CorruptState, left in place
+FOREIGN: dict[str, bytes] = {
+    "binary": b"\x7fELF\x02\x01\x01\x00 not json at all",
+    "not-an-object": b"[1, 2, 3]\n",
+    "other-json": b'{"kind": "KubeletConfiguration", "apiVersion": "kubelet.config.k8s.io/v1"}',
+    "nested-deep": b"[" * 100_000,
 }
 
 #: what the original agent (schema 1) wrote: no schema_version, no boot id, no image hash
@@ -124,6 +131,18 @@ class StateContract:
         assert world.store.load() == UpdateState()
         world.store.save(RICH)
         assert world.store.load() == RICH
+
+    @pytest.mark.parametrize("kind", sorted(FOREIGN))
+    def test_a_foreign_file_is_refused_and_left_in_place(
+        self, world: StateWorld, kind: str
+    ) -> None:
+        world.write_raw(FOREIGN[kind])
+        for _ in range(2):  # every run refuses it; none moves it
+            with pytest.raises(CorruptState, match="left in place") as info:
+                world.store.load()
+            assert world.name in str(info.value)
+        assert world.read_raw() == FOREIGN[kind]
+        assert world.kept_aside() == []
 
     def test_every_corruption_is_kept(self, world: StateWorld) -> None:
         for kind in ("garbage", "empty"):

@@ -9,7 +9,6 @@ Then GRUB-specific checks: foreign variables, duplicates, corrupt files.
 from __future__ import annotations
 
 import itertools
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -17,9 +16,10 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kubesolo_adapters import grubenv
+from kubesolo_adapters import grubenv, grubenvfile
 from kubesolo_adapters.bootfacts import BootFacts
 from kubesolo_adapters.grub import MANAGED, GrubBootEnv
+from kubesolo_adapters.sandbox import GrubFirmware, KernelFacts
 from kubesolo_core.bootmodel import GrubModel
 from kubesolo_core.errors import BootEnvError, ConfigError, CorruptInput
 from kubesolo_core.slots import Slot
@@ -53,7 +53,7 @@ class GrubWorld:
         self.set_boot_id(str(uuid.uuid4()))
         self.env = self.reopen()
         # A fresh box: the image ships a grubenv committed on A.
-        grubenv.PythonBackend(self.grubenv).set(self.model.initial(Slot.A))
+        grubenvfile.PythonBackend(self.grubenv).set(self.model.initial(Slot.A))
 
     @property
     def grubenv(self) -> Path:
@@ -62,16 +62,20 @@ class GrubWorld:
     def facts(self) -> BootFacts:
         return BootFacts(self.root / "cmdline", self.root / "boot_id")
 
+    @property
+    def kernel(self) -> KernelFacts:
+        return KernelFacts(
+            self.root / "cmdline",
+            self.root / "boot_id",
+            before="BOOT_IMAGE=/vmlinuz console=ttyS0",
+            after="quiet",
+        )
+
     def set_booted(self, slot: Slot | None) -> None:
-        arg = f" kubesolo.slot={slot.value}" if slot else ""
-        (self.root / "cmdline").write_text(f"BOOT_IMAGE=/vmlinuz console=ttyS0{arg} quiet\n")
+        self.kernel.set_booted(slot)
 
     def set_boot_id(self, boot_id: str | None) -> None:
-        path = self.root / "boot_id"
-        if boot_id is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(boot_id + "\n")
+        self.kernel.set_boot_id(boot_id)
 
     def forget_env(self) -> None:
         self.grubenv.unlink()
@@ -87,17 +91,11 @@ class GrubWorld:
     def reboot(self, *, clean: bool = True) -> Slot:
         if clean:
             self.env.request_reboot()
-        # GRUB: load_env; a missing file loads nothing and saves nothing.
-        env = grubenv.PythonBackend(self.grubenv).read()
-        outcome = self.model.boot(env)
-        if outcome.wrote and self.grubenv.exists():
-            values = [f"{name}={outcome.env[name]}" for name in MANAGED]
-            if shutil.which("grub-editenv"):
-                _editenv(self.grubenv, "set", *values)
-            else:
-                grubenv.PythonBackend(self.grubenv).set({n: outcome.env[n] for n in MANAGED})
-        self.set_booted(outcome.slot)
-        self.set_boot_id(str(uuid.uuid4()))
+        # save_env with the real grub-editenv: the bytes GRUB itself leaves.
+        outcome = GrubFirmware(self.grubenv, self.model, editenv=True).power_on(
+            clean_shutdown=clean
+        )
+        self.kernel.boot(outcome.slot)
         self.reboots.clear()
         return outcome.slot
 
@@ -144,7 +142,7 @@ def test_model_writes_leave_foreign_variables_alone(tmp_path: Path, backend: str
         "note": "héllo€ # not a comment \\ back\nslash",
         "empty": "",
     }
-    grubenv.PythonBackend(path).set({"first": "1", **foreign})
+    grubenvfile.PythonBackend(path).set({"first": "1", **foreign})
     env = _adapter(path, backend)
     env.activate(Slot.B)
     env.mark_good(Slot.B)
@@ -157,7 +155,7 @@ def test_model_writes_leave_foreign_variables_alone(tmp_path: Path, backend: str
 
 def test_writes_only_the_three_variables_in_place(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set({"boot_success": "1", "x": "y", "active_slot": "A"})
+    grubenvfile.PythonBackend(path).set({"boot_success": "1", "x": "y", "active_slot": "A"})
     _adapter(path, backend).activate(Slot.B)
     assert grubenv.parse(path.read_bytes()) == [
         ("boot_success", "0"),
@@ -225,7 +223,7 @@ def test_a_corrupt_grubenv_is_refused_and_untouched(
 
 def test_a_full_block_refuses_activate_untouched(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set({"filler": "x" * (930 - len("filler=\n"))})
+    grubenvfile.PythonBackend(path).set({"filler": "x" * (930 - len("filler=\n"))})
     before = path.read_bytes()
     assert grubenv.free_bytes(before) == 0
     with pytest.raises(grubenv.EnvBlockFull, match="too small"):
@@ -235,7 +233,7 @@ def test_a_full_block_refuses_activate_untouched(tmp_path: Path, backend: str) -
 
 def test_garbage_values_read_as_the_model_says(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "grubenv"
-    grubenv.PythonBackend(path).set(
+    grubenvfile.PythonBackend(path).set(
         {"active_slot": "C", "boot_success": "yes", "boot_counter": "-1"}
     )
     view = _adapter(path, backend).read()

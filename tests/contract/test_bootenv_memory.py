@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryBootEnv
+from kubesolo_adapters.fakes import MemoryBootEnv
 from kubesolo_core.bootmodel import BootModel, GrubModel, TrybootModel
 from kubesolo_core.slots import Slot
 from tests.contract.bootenv_suite import BootEnvContract, WorldFactory
@@ -45,10 +45,7 @@ class MemoryWorld:
     def reboot(self, *, clean: bool = True) -> Slot:
         if clean:
             self.env.request_reboot()
-        env = self.env.env
-        if not clean and hasattr(env, "flag"):
-            env = attrs.evolve(env, flag=False)  # a crash loses the one-shot flag
-        outcome = self.model.boot(env)
+        outcome = self.model.boot(self.env.env, clean_shutdown=clean)
         self.env.env = outcome.env
         self.env.booted = outcome.slot
         self.env.current_boot_id = f"memory-boot-{next(_ids)}"

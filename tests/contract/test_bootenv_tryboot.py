@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import struct
-import uuid
 from pathlib import Path
 
 import attrs
 import pytest
 
+from kubesolo_adapters.autoboot import AUTOBOOT_LIMIT, parse_autoboot, render_autoboot
 from kubesolo_adapters.bootfacts import BootFacts
-from kubesolo_adapters.tryboot import (
-    AUTOBOOT_LIMIT,
-    TRYBOOT_ARGUMENT,
-    TrybootBootEnv,
-    parse_autoboot,
-    read_u32,
-    render_autoboot,
-)
+from kubesolo_adapters.sandbox import KernelFacts, TrybootFirmware
+from kubesolo_adapters.tryboot import TRYBOOT_ARGUMENT, TrybootBootEnv, read_u32
 from kubesolo_core.bootmodel import TrybootModel
 from kubesolo_core.errors import BootEnvError, CorruptInput
 from kubesolo_core.slots import Slot
@@ -49,38 +42,40 @@ class TrybootWorld:
 
     def __attrs_post_init__(self) -> None:
         self.model = TrybootModel(partitions=self.partitions)
-        (self.root / "dt" / "chosen" / "bootloader").mkdir(parents=True)
+        self.root.mkdir(parents=True)
         a, b = self.partitions[Slot.A], self.partitions[Slot.B]
         self.autoboot.write_text(DOCUMENTED.replace("=2", f"={a}").replace("=3", f"={b}"))
         self.set_dt(tryboot=0, partition=a)
-        self.set_booted(Slot.A)
-        self.set_boot_id(str(uuid.uuid4()))
+        self.kernel.boot(Slot.A)
         self.env = self.reopen()
 
     @property
     def autoboot(self) -> Path:
         return self.root / "autoboot.txt"
 
+    @property
+    def firmware(self) -> TrybootFirmware:
+        return TrybootFirmware(self.autoboot, self.root / "dt", self.model)
+
+    @property
+    def kernel(self) -> KernelFacts:
+        return KernelFacts(
+            self.root / "cmdline",
+            self.root / "boot_id",
+            before="console=serial0,115200",
+            after="rootwait",
+        )
+
     def set_dt(self, *, tryboot: int | None, partition: int | None) -> None:
-        node = self.root / "dt" / "chosen" / "bootloader"
-        for name, value in (("tryboot", tryboot), ("partition", partition)):
-            if value is None:
-                (node / name).unlink(missing_ok=True)
-            else:
-                (node / name).write_bytes(struct.pack(">I", value))
+        self.firmware.set_device_tree(tryboot=tryboot, partition=partition)
 
     def set_booted(self, slot: Slot | None) -> None:
-        arg = f" kubesolo.slot={slot.value}" if slot else ""
-        (self.root / "cmdline").write_text(f"console=serial0,115200{arg} rootwait\n")
+        self.kernel.set_booted(slot)
         if slot is None:
             self.set_dt(tryboot=0, partition=None)
 
     def set_boot_id(self, boot_id: str | None) -> None:
-        path = self.root / "boot_id"
-        if boot_id is None:
-            path.unlink(missing_ok=True)
-        else:
-            path.write_text(boot_id + "\n")
+        self.kernel.set_boot_id(boot_id)
 
     def forget_env(self) -> None:
         self.autoboot.unlink()
@@ -98,18 +93,8 @@ class TrybootWorld:
         if clean:
             self.env.request_reboot()
         flag = clean and bool(self.reboots) and " tryboot" in self.reboots[-1]
-        if self.autoboot.exists():
-            settings = parse_autoboot(self.autoboot.read_text())
-        else:
-            settings = parse_autoboot(DOCUMENTED)
-        use_trial = flag and settings.tryboot_a_b
-        partition = settings.trial if use_trial else settings.committed
-        assert partition is not None
-        slot = self.model.slot_of(partition)
-        assert slot is not None, f"partition {partition} holds no slot: bricked"
-        self.set_dt(tryboot=int(use_trial), partition=partition)
-        self.set_booted(slot)
-        self.set_boot_id(str(uuid.uuid4()))
+        slot = self.firmware.power_on(flag=flag)
+        self.kernel.boot(slot)
         self.reboots.clear()
         return slot
 

@@ -1,7 +1,9 @@
 """End to end: the real CLI as a subprocess drives a full update on loop devices.
 
 Real: two loop devices holding ext2 filesystems as slots A and B, a grubenv
-file, a release server on 127.0.0.1 serving a gzip image, kubectl against a
+file, a signed TUF repository made by kubesolo-release's code (Ed25519
+keys, a gzip image) served on 127.0.0.1 and checked by the agent's TUF
+client against the shipped root.json (--trust-root), kubectl against a
 stand-in API server (tests/contract/fakeapi.py), a stand-in containerd socket
 answering HTTP/2, the disk probe in a temp dir. The "reboot" is the GRUB
 model applied to the grubenv plus a rewritten cmdline file and boot id.
@@ -22,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
+from kubesolo_adapters.sandbox import Sandbox, make_fs_image, release_server
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
+from kubesolo_entrypoints.publisher.sandbox import publish_signed, signed_repository
 from tests.contract.fakeapi import FakeCluster, FakePod, fake_api
 from tests.contract.loopdev import attached
 from tests.contract.test_probes_local import FakeContainerd
@@ -37,16 +40,17 @@ NODE = "edge-e2e"
 def box(tmp_path: Path) -> Iterator[dict[str, object]]:
     require_root()
     require_tool("losetup", "mkfs.ext2", "debugfs", "kubectl")
-    sandbox = demo.Sandbox(tmp_path)
-    www = tmp_path / "www"
-    www.mkdir()
-    factory = demo.make_image(tmp_path, "1.0.0", size=2 << 20)
-    old_b = demo.make_image(tmp_path, "0.9.0", size=2 << 20)
+    sandbox = Sandbox(tmp_path)
+    repo = signed_repository(tmp_path / "publisher")
+    shipped_root = tmp_path / "os-root.json"
+    shipped_root.write_bytes((repo.metadata_dir / "1.root.json").read_bytes())
+    factory = make_fs_image(tmp_path, "1.0.0", size=2 << 20)
+    old_b = make_fs_image(tmp_path, "0.9.0", size=2 << 20)
     for slot, content in ((Slot.A, factory), (Slot.B, old_b)):
         with sandbox.slot(slot).open("wb") as f:
             f.truncate(4 << 20)
             f.write(content)
-    demo.publish(www, "1.1.0", demo.make_image(tmp_path, "1.1.0", size=2 << 20))
+    publish_signed(repo, "1.1.0", make_fs_image(tmp_path, "1.1.0", size=2 << 20))
     PythonBackend(sandbox.grubenv).set(
         {"active_slot": "A", "boot_counter": "3", "boot_success": "1"}
     )
@@ -61,7 +65,7 @@ def box(tmp_path: Path) -> Iterator[dict[str, object]]:
         dev_a = stack.enter_context(attached(sandbox.slot(Slot.A)))
         dev_b = stack.enter_context(attached(sandbox.slot(Slot.B)))
         api = stack.enter_context(fake_api(tmp_path, cluster))
-        base = stack.enter_context(demo.release_server(www))
+        base = stack.enter_context(release_server(repo.served))
         # Callbacks run last-in first-out: the socket closes before its folder goes.
         stack.callback(shutil.rmtree, sock_dir, ignore_errors=True)
         containerd = FakeContainerd(sock_dir / "containerd.sock")
@@ -77,7 +81,8 @@ def box(tmp_path: Path) -> Iterator[dict[str, object]]:
         }
         flags = [
             "--state", str(tmp_path / "var" / "state.json"),
-            "--server", f"{base}/release.json",
+            "--server", f"{base}/",
+            "--trust-root", str(shipped_root),
             "--bootloader", "grub",
             "--grubenv", str(sandbox.grubenv),
             "--slot-a", dev_a,
@@ -103,7 +108,7 @@ def cli(box: dict[str, object], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_full_update_on_loop_devices(box: dict[str, object]) -> None:
-    sandbox: demo.Sandbox = box["sandbox"]  # type: ignore[assignment]
+    sandbox: Sandbox = box["sandbox"]  # type: ignore[assignment]
     dev_a, dev_b = box["devices"]  # type: ignore[misc]
 
     before = json.loads(cli(box, "status", "--json").stdout)
@@ -132,9 +137,16 @@ def test_full_update_on_loop_devices(box: dict[str, object]) -> None:
     r = cli(box, "status", "--json")
     assert r.returncode == 0, r.stderr
     after = json.loads(r.stdout)
+    assert after["trust"]["mode"] == "tuf" and after["state"]["floor_version"] == "1.1.0"
+    assert (tmp_state_dir(box) / "tuf" / "root_history" / "1.root.json").exists()
     assert after["booted_slot"] == "B" and after["next_boot"] == "B"
     assert after["boot"]["committed_slot"] == "B" and after["boot"]["boot_success"] is True
     slots = {s["slot"]: s for s in after["slots"]}
     assert slots["B"]["version"] == "1.1.0" and slots["B"]["booted"] is True
     assert slots["A"]["version"] == "1.0.0"
     assert after["state"]["to_version"] == "1.1.0" and after["state"]["last_error"] is None
+
+
+def tmp_state_dir(box: dict[str, object]) -> Path:
+    flags: list[str] = box["flags"]  # type: ignore[assignment]
+    return Path(flags[flags.index("--state") + 1]).parent

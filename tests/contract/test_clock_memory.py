@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryClock
+from kubesolo_adapters.fakes import MemoryClock
 from tests.contract.clock_suite import ClockContract
 
 

@@ -12,13 +12,15 @@ import configparser
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubesolo_adapters.autoboot import AUTOBOOT_LIMIT, parse_autoboot
 from kubesolo_adapters.bootfacts import BootFacts
-from kubesolo_adapters.tryboot import AUTOBOOT_LIMIT, TrybootBootEnv, parse_autoboot
+from kubesolo_adapters.tryboot import TrybootBootEnv
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints.config import PARSERS, parse_conf
 from tests.tools import require_tool
@@ -178,6 +180,42 @@ def test_boot_helper_reboots_only_when_it_moves_the_box_on(
     assert proc.returncode == rc, proc.stderr
     assert marker.exists() == rebooted
     assert (tmp_path / "calls").read_text().splitlines()[0] == "healthcheck"
+
+
+def test_boot_helper_keeps_its_own_variables_from_the_agent(tmp_path: Path) -> None:
+    """The real agent refuses unknown KUBESOLO_UPDATE_* keys: the helper's own must not reach it.
+
+    Found by the whole-box tier: the helper ran with KUBESOLO_UPDATE_REBOOT set
+    and the agent's healthcheck exited 2 ("unknown key 'reboot'") on every boot.
+    """
+    agent = tmp_path / "agent"
+    agent.write_text(
+        "#!/bin/sh\n"
+        f'env | grep "^KUBESOLO_UPDATE_" >> {tmp_path}/env\n'
+        f'exec {sys.executable} -m kubesolo_entrypoints "$@"\n'
+    )
+    agent.chmod(0o755)
+    proc = subprocess.run(
+        ["sh", str(DEPLOY / "kubesolo-update-boot")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=DEPLOY.parent,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KUBESOLO_UPDATE": str(agent),
+            "KUBESOLO_UPDATE_REBOOT": f"touch {tmp_path}/rebooted",
+            "KUBESOLO_UPDATE_CONFIG": str(tmp_path / "absent.conf"),
+            "KUBESOLO_UPDATE_STATE": str(tmp_path / "state.json"),
+            "KUBESOLO_UPDATE_GRUBENV": str(tmp_path / "grubenv"),
+            "KUBESOLO_UPDATE_BOOTLOADER": "grub",
+        },
+    )
+    seen = (tmp_path / "env").read_text()
+    assert "KUBESOLO_UPDATE_REBOOT" not in seen
+    assert "KUBESOLO_UPDATE_STATE=" in seen  # the agent's own settings still pass
+    assert "unknown key" not in proc.stderr, proc.stderr
 
 
 def test_reboot_required_is_what_status_json_prints() -> None:

@@ -328,3 +328,16 @@ def test_a_server_that_only_trickles_is_given_up(server: FaultServer) -> None:
     with pytest.raises(FetchError, match="slower than 100000 bytes/s"):
         fetch(server, fetcher, data)
     assert time.monotonic() - started < 5
+
+
+def test_a_trickling_release_document_is_given_up(server: FaultServer) -> None:
+    # Small documents (a release document, TUF metadata) get the same minimum
+    # speed as images: a byte now and then must not hold the box.
+    fetcher = slow_guarded(retries=1, window=0.3)
+    url = server.publish("/release.json", b"{" + b" " * 4000 + b"}")
+    server.always(Fault("trickle", at=4002, delta=20, seconds=0.05))
+    started = time.monotonic()
+    with pytest.raises(FetchError, match="slower than 100000 bytes/s"):
+        fetcher.fetch_release(url)
+    assert time.monotonic() - started < 5
+    assert len(server.log) == 2  # one try, one retry

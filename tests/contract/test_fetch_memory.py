@@ -1,10 +1,10 @@
-"""The Fetcher contract against the in-memory fake (kubesolo_adapters.memory)."""
+"""The Fetcher contract against the in-memory fake (kubesolo_adapters.fakes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryFetcher
+from kubesolo_adapters.fakes import MemoryFetcher
 from tests.contract.fetch_suite import FetcherFaultContract, FetchRig
 
 BASE = "https://updates.example.invalid/stable/"

@@ -18,15 +18,14 @@ from hypothesis import strategies as st
 
 from kubesolo_adapters import grubenv
 from kubesolo_adapters.grubenv import (
-    EditenvBackend,
     EnvBlockFull,
     InvalidEnvBlock,
-    PythonBackend,
     create,
     parse,
     set_vars,
     unset_vars,
 )
+from kubesolo_adapters.grubenvfile import EditenvBackend, EnvBackend, PythonBackend
 from kubesolo_core.errors import BootEnvError, CorruptInput
 from tests.tools import require_tool
 
@@ -173,7 +172,7 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def _backend(kind: str, path: Path) -> grubenv.EnvBackend:
+def _backend(kind: str, path: Path) -> EnvBackend:
     return PythonBackend(path) if kind == "python" else EditenvBackend(path)
 
 

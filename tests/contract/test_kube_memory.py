@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryKube
+from kubesolo_adapters.fakes import MemoryKube
 from kubesolo_core.policies import PodInfo
 from tests.contract.kube_suite import KubeContract
 

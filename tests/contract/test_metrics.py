@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubesolo_adapters.grubenv import PythonBackend
+from kubesolo_adapters.grubenvfile import PythonBackend
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryProbes
+from kubesolo_adapters.fakes import MemoryProbes
 from tests.contract.probes_suite import ProbesContract, UrlKind
 
 # What each kind of URL "answers" in memory: the fake only knows statuses.

@@ -16,7 +16,8 @@ import attrs
 import pytest
 import zstandard
 
-from kubesolo_adapters.blockdev import HEAD_BYTES, BlockSlotStore
+from kubesolo_adapters.blockdev import BlockSlotStore
+from kubesolo_adapters.slotwriter import HEAD_BYTES
 from kubesolo_core.errors import FetchError, VerifyError
 from kubesolo_core.release import ImageSpec
 from kubesolo_core.slots import Slot
@@ -156,7 +157,7 @@ def test_an_image_that_does_not_verify_never_gets_its_head(
     raw = images.image(label="KFILEB", version="2.0.0")
     data, spec = served(raw, "zstd")
     lying = attrs.evolve(spec, raw_sha256=hashlib.sha256(b"another image").hexdigest())
-    with pytest.raises(VerifyError, match="reads back SHA-256"):
+    with pytest.raises(VerifyError, match=r"reads back .* with SHA-256"):
         store.write_image(Slot.B, chunked(data), lying)
     assert read_bytes(str(slot_files[Slot.B]), HEAD_BYTES) == head_before
     # the rest was written (and read back): only the head was held back
@@ -191,7 +192,7 @@ def test_the_read_back_sees_the_medium_not_what_was_sent(
             fh.seek(where)
             fh.write(bytes([data[where] ^ 0xFF]))
 
-    with pytest.raises(VerifyError, match="reads back SHA-256"):
+    with pytest.raises(VerifyError, match=r"reads back .* with SHA-256"):
         store.write_image(Slot.B, then_tamper(), spec)
     assert read_bytes(str(path), HEAD_BYTES) == head_before
 

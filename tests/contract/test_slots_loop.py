@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from kubesolo_adapters.blockdev import BlockSlotStore, blkid_resolver, sysfs_resolver
+from kubesolo_adapters.blockdev import BlockSlotStore
+from kubesolo_adapters.slotfind import blkid_resolver, sysfs_resolver
 from kubesolo_core.errors import SlotError
 from kubesolo_core.slots import Slot
 from tests.contract.loopdev import (

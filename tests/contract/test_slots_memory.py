@@ -1,10 +1,10 @@
-"""The SlotStore contract against the in-memory fake (kubesolo_adapters.memory)."""
+"""The SlotStore contract against the in-memory fake (kubesolo_adapters.fakes)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubesolo_adapters.memory import MemorySlotStore, make_image
+from kubesolo_adapters.fakes import MemorySlotStore, make_image
 from kubesolo_core.slots import Slot
 from tests.contract.slots_suite import SlotRig, SlotStoreContract
 

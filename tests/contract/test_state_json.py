@@ -18,7 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryClock
+from kubesolo_adapters.fakes import MemoryClock
 from kubesolo_adapters.statefile import JsonStateStore
 from kubesolo_core.codec import dumps_state
 from kubesolo_core.errors import CorruptState, OperationFailed
@@ -131,10 +131,11 @@ class TestJsonFile:
         assert str(aside) in message
         assert "starts from idle" in message
         # a second corruption in the same second gets its own name
-        path.write_bytes(b"{")
+        torn = b'{"phase": "sta'
+        path.write_bytes(torn)
         with pytest.raises(CorruptState):
             store.load()
-        assert (tmp_path / "state.json.corrupt-20260101T000000Z-1").read_bytes() == b"{"
+        assert (tmp_path / "state.json.corrupt-20260101T000000Z-1").read_bytes() == torn
 
     def test_a_mistyped_state_path_is_never_moved(self, tmp_path: Path) -> None:
         # `--state /etc/passwd` by mistake: report, leave the file where it is, write nothing.
@@ -149,7 +150,7 @@ class TestJsonFile:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
 
     def test_set_aside_name_uses_the_utc_time(self, json_world: JsonStateWorld) -> None:
-        json_world.write_raw(b"garbage")
+        json_world.write_raw(CORRUPT["truncated"])
         with pytest.raises(CorruptState):
             json_world.store.load()
         names = [p.name for p in json_world.store.path.parent.iterdir()]
@@ -157,7 +158,9 @@ class TestJsonFile:
         assert ASIDE.match(names[0]), names
 
     @pytest.mark.parametrize(
-        "data", [b"\xff\xfe\x00 not utf-8", b"{" + b" " * (1 << 20) + b"}"], ids=["binary", "huge"]
+        "data",
+        [b'\xff\xfe\x00 "phase": not utf-8', b'{"phase": "idle"' + b" " * (1 << 20) + b"}"],
+        ids=["binary", "huge"],
     )
     def test_binary_and_huge_files_are_corrupt(self, tmp_path: Path, data: bytes) -> None:
         path = tmp_path / "state.json"
@@ -167,6 +170,32 @@ class TestJsonFile:
         assert not path.exists()
         [aside] = tmp_path.glob("state.json.corrupt-*")
         assert aside.read_bytes() == data
+
+    @pytest.mark.parametrize(
+        "data", [b"\xff\xfe\x00 not utf-8", b"{" + b" " * (1 << 20) + b"}"], ids=["binary", "huge"]
+    )
+    def test_binary_and_huge_foreign_files_stay(self, tmp_path: Path, data: bytes) -> None:
+        path = tmp_path / "state.json"
+        path.write_bytes(data)
+        with pytest.raises(CorruptState, match="left in place"):
+            JsonStateStore(path).load()
+        assert path.read_bytes() == data
+        assert not list(tmp_path.glob("state.json.corrupt-*"))
+
+    @pytest.mark.parametrize("kind", ["fifo", "directory", "dev-zero"])
+    def test_a_special_file_is_never_opened(self, tmp_path: Path, kind: str) -> None:
+        """A FIFO would block open() for ever; /dev/zero would read for ever: both refused."""
+        path = tmp_path / "state.json"
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.symlink_to("/dev/zero")
+        with pytest.raises(OperationFailed, match="not a regular file") as info:
+            JsonStateStore(path).load()
+        assert str(path) in str(info.value)
+        assert path.exists() or path.is_symlink()
 
     def test_unreadable_is_operation_failed_and_left_in_place(self, tmp_path: Path) -> None:
         path = tmp_path / "state.json"
@@ -211,13 +240,13 @@ class TestJsonFile:
         require_tool("mount")
         require_root()
         with tmpfs(tmp_path / "ro", "size=64k") as ro:
-            (ro / "state.json").write_bytes(b"garbage")
+            (ro / "state.json").write_bytes(CORRUPT["truncated"])
             subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
             with pytest.raises(CorruptState) as info:
                 JsonStateStore(ro / "state.json").load()
             assert "could not be set aside" in str(info.value)
             assert "EROFS" in str(info.value)
-            assert (ro / "state.json").read_bytes() == b"garbage"
+            assert (ro / "state.json").read_bytes() == CORRUPT["truncated"]
 
     def test_killed_mid_save_leaves_old_or_new(self, tmp_path: Path) -> None:
         """SIGKILL a process that saves in a loop: the file is always one whole state."""

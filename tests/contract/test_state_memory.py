@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from kubesolo_adapters.memory import MemoryStateStore, PowerCut
+from kubesolo_adapters.fakes import MemoryStateStore, PowerCut
 from tests.contract.state_suite import StateContract
 
 

@@ -22,7 +22,6 @@ file itself), and detached in every case, including failures.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.server
 import json
 import os
@@ -38,16 +37,16 @@ from typing import Any
 
 import attrs
 
-from kubesolo_adapters.diskimage import (
+from kubesolo_core.slots import Slot
+from tests.hardware.diskimage import (
     DiskLayout,
     build_disk_image,
     make_slot_filesystem,
     read_esp_file,
     write_esp_file,
 )
-from kubesolo_adapters.qemu import BootResult
-from kubesolo_core.slots import Slot
 from tests.hardware.harness import GRUB_CFG, TEST_ENV_FILES, GrubRig, counted_boot, tail
+from tests.hardware.qemu import BootResult
 
 RUNNING = "Running"
 
@@ -102,27 +101,6 @@ def release_server(root: Path) -> Iterator[_ReleaseServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-def publish_release(root: Path, version: str, image: Path) -> str:
-    """Write ``release.json`` for ``image`` (served as is) into ``root``; return its name."""
-    data = image.read_bytes()
-    (root / image.name).write_bytes(data)
-    digest = hashlib.sha256(data).hexdigest()
-    doc = {
-        "schema": 1,
-        "version": version,
-        "image": {
-            "url": image.name,
-            "sha256": digest,
-            "size": len(data),
-            "compression": "none",
-            "raw_size": len(data),
-            "raw_sha256": digest,
-        },
-    }
-    (root / "release.json").write_text(json.dumps(doc))
-    return "release.json"
 
 
 # --------------------------------------------------------------------------- loop devices
@@ -261,12 +239,13 @@ def make_agent(
     from kubesolo_adapters.blockdev import BlockSlotStore
     from kubesolo_adapters.bootfacts import BootFacts
     from kubesolo_adapters.clock import SystemClock
+    from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
     from kubesolo_adapters.grub import GrubBootEnv
     from kubesolo_adapters.http import HttpFetcher
-    from kubesolo_adapters.memory import MemoryKube, MemoryProbes
     from kubesolo_adapters.statefile import JsonStateStore
     from kubesolo_core.policies import PodInfo
-    from kubesolo_core.services import Agent, HealthSettings
+    from kubesolo_core.results import HealthSettings
+    from kubesolo_core.services import Agent
 
     facts = BootFacts(cmdline=paths["cmdline"], boot_id_path=paths["boot_id"])
     boot_env: Any = GrubBootEnv(paths["grubenv"], facts=facts, reboot=lambda: None)

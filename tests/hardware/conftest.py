@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.hardware.harness import STATS, GrubRig
+from tests.hardware.wholebox.driver import summary_lines
 from tests.tools import in_ci, require_tool
 
 TOOLS = (
@@ -51,3 +52,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("-", "hardware tier: real GRUB under QEMU")
     for line in STATS.lines():
         terminalreporter.write_line(line)
+    whole_box = summary_lines()
+    if whole_box:
+        terminalreporter.write_sep("-", "whole box: the agent inside a real Linux guest")
+        for line in whole_box:
+            terminalreporter.write_line(line)

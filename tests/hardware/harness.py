@@ -26,7 +26,10 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 from kubesolo_adapters.bootfacts import BootFacts
-from kubesolo_adapters.diskimage import (
+from kubesolo_adapters.grub import GrubBootEnv
+from kubesolo_core.bootmodel import GrubModel
+from kubesolo_core.slots import Slot
+from tests.hardware.diskimage import (
     DiskLayout,
     build_disk_image,
     encode_grubenv,
@@ -35,10 +38,7 @@ from kubesolo_adapters.diskimage import (
     write_esp_file,
     write_grubenv,
 )
-from kubesolo_adapters.grub import GrubBootEnv
-from kubesolo_adapters.qemu import BootResult, QemuRunner
-from kubesolo_core.bootmodel import GrubModel
-from kubesolo_core.slots import Slot
+from tests.hardware.qemu import BootResult, QemuRunner
 
 REPO = Path(__file__).resolve().parents[2]
 GRUB_CFG = REPO / "deploy" / "grub.cfg"

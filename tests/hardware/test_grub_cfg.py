@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.diskimage import GRUB_MODULES
+from tests.hardware.diskimage import GRUB_MODULES
 from tests.hardware.harness import GRUB_CFG
 from tests.tools import require_tool
 

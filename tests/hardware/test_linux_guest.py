@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubesolo_adapters.diskimage import build_disk_image, make_slot_filesystem
 from kubesolo_core.slots import DEFAULT_LABELS, Slot
+from tests.hardware.diskimage import build_disk_image, make_slot_filesystem
 from tests.hardware.guest import busybox_initramfs, debian_kernel
 from tests.hardware.harness import GRUB_CFG, TEST_ENV_FILES, GrubRig, counted_boot, tail
 from tests.tools import require_tool

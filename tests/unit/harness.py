@@ -1,6 +1,6 @@
-"""The unit tier's view of a simulated box: kubesolo_adapters.simulation.BoxDriver, strict.
+"""The unit tier's view of a simulated box: kubesolo_adapters.fakes.BoxDriver, strict.
 
-The invariants live in :mod:`kubesolo_adapters.simulation` (one implementation
+The invariants live in :mod:`kubesolo_adapters.fakes.simulation` (one implementation
 for these tests and ``kubesolo-update simulate``); here a violation raises.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from kubesolo_adapters.simulation import BoxDriver
+from kubesolo_adapters.fakes import BoxDriver
 
 #: run-wide tallies printed by tests/unit/conftest.py
 TALLY: Counter[str] = Counter()

@@ -13,6 +13,7 @@ from kubesolo_core.bootmodel import (
     COUNTER,
     SUCCESS,
     TRIAL_BOOTS,
+    Bootloader,
     GrubModel,
     TrybootEnv,
     TrybootModel,
@@ -105,6 +106,30 @@ def test_tryboot_one_trial_then_back() -> None:
     assert first.slot is Slot.B and first.trial and not first.env.flag
     second = tryboot.boot(first.env)  # the trial crashed or was not committed
     assert second.slot is Slot.A and not second.trial
+
+
+def test_a_crash_or_power_cut_loses_the_tryboot_flag() -> None:
+    env = tryboot.activate(tryboot.initial(Slot.A), Slot.B)
+    out = tryboot.boot(env, clean_shutdown=False)
+    assert out.slot is Slot.A and not out.trial and not out.env.flag
+    # GRUB keeps nothing outside its env: a crash boots what a clean reboot would.
+    genv = grub.activate(grub.initial(Slot.A), Slot.B)
+    assert grub.boot(genv, clean_shutdown=False) == grub.boot(genv)
+
+
+def test_which_bootloader_needs_a_special_reboot_to_start_a_trial() -> None:
+    assert Bootloader.GRUB.plain_reboot_starts_trial
+    assert not Bootloader.TRYBOOT.plain_reboot_starts_trial
+    assert (grub.kind, tryboot.kind) == (Bootloader.GRUB, Bootloader.TRYBOOT)
+
+
+def test_reboot_required_when_the_running_slot_is_not_the_next_boot() -> None:
+    trial = grub.view(grub.activate(grub.initial(Slot.A), Slot.B))
+    assert trial.reboot_required(Slot.A)  # activated, not rebooted yet
+    assert not trial.reboot_required(Slot.B)  # running the trial
+    assert not trial.reboot_required(None)  # unknown: never claim
+    committed = grub.view(grub.initial(Slot.A))
+    assert committed.reboot_required(Slot.B) and not committed.reboot_required(Slot.A)
 
 
 def test_tryboot_commit_swaps_partitions() -> None:

@@ -17,12 +17,14 @@ import attrs
 import pytest
 from typer.testing import CliRunner
 
-from kubesolo_adapters.memory import MemoryKube, MemoryProbes
+from kubesolo_adapters import sandbox
+from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
 from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints import demo
-from kubesolo_entrypoints.cli import Run, app
+from kubesolo_entrypoints.cli import app
 from kubesolo_entrypoints.exitcodes import ExitCode
+from kubesolo_entrypoints.invocation import Run
 from tests.tools import require_tool
 
 runner = CliRunner()
@@ -31,7 +33,7 @@ runner = CliRunner()
 @attrs.define
 class World:
     root: Path
-    box: demo.Sandbox
+    box: sandbox.Sandbox
     www: Path
     kube: MemoryKube
     probes: MemoryProbes
@@ -46,6 +48,8 @@ class World:
             "config": "/dev/null",
             "state": str(self.state),
             "server": (self.www / "release.json").as_uri(),
+            # the DESIGN.md 5 release document as served: unsigned mode, asked for by name
+            "allow_unsigned": "true",
             "bootloader": "grub",
             "grubenv": str(self.box.grubenv),
             "slot_a": str(self.box.slot(Slot.A)),
@@ -67,8 +71,8 @@ class World:
 
     def publish(self, version: str) -> None:
         if version not in self.images:
-            self.images[version] = demo.make_image(self.root, version, size=1 << 20)
-        demo.publish(self.www, version, self.images[version])
+            self.images[version] = sandbox.make_fs_image(self.root, version, size=1 << 20)
+        sandbox.publish(self.www, version, self.images[version])
 
     def reboot(self) -> Slot:
         slot, _ = self.box.boot()
@@ -79,12 +83,12 @@ class World:
 def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     require_tool("mkfs.ext2", "debugfs")
     work = tmp_path_factory.mktemp("images")
-    return {v: demo.make_image(work, v, size=1 << 20) for v in ("0.9.0", "1.0.0", "1.1.0")}
+    return {v: sandbox.make_fs_image(work, v, size=1 << 20) for v in ("0.9.0", "1.0.0", "1.1.0")}
 
 
 @pytest.fixture
 def world(tmp_path: Path, images: dict[str, bytes]) -> World:
-    box = demo.Sandbox(tmp_path)
+    box = sandbox.Sandbox(tmp_path)
     for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "0.9.0")):
         with box.slot(slot).open("wb") as f:
             f.truncate(2 << 20)
@@ -103,7 +107,7 @@ def world(tmp_path: Path, images: dict[str, bytes]) -> World:
     w = World(
         root=tmp_path, box=box, www=www, kube=kube, probes=MemoryProbes(), images=dict(images)
     )
-    from kubesolo_adapters.grubenv import PythonBackend
+    from kubesolo_adapters.grubenvfile import PythonBackend
 
     PythonBackend(box.grubenv).set({"active_slot": "A", "boot_counter": "3", "boot_success": "1"})
     w.reboot()
@@ -270,6 +274,8 @@ def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert r.exit_code == 0, r.output
     assert "GRUB rolls back" in r.stdout
     assert "Last error:  bootloader rolled back to slot B" in r.stdout
+    # signed: the agent's TUF client against the demo repository's root, never unsigned
+    assert "Trust:       TUF, channel stable" in r.stdout and "UNSIGNED" not in r.stdout
 
 
 # --------------------------------------------------------------------------- exit codes
@@ -388,3 +394,20 @@ def test_activate_on_tryboot_says_how_to_start_the_trial(world: World) -> None:
     assert r.exit_code == 0, r.output
     assert "reboot '0 tryboot'" in r.stdout
     assert "boot_partition=3" in autoboot.read_text()
+
+
+def test_an_unexpected_exception_is_one_line_not_a_traceback(world: World) -> None:
+    """A bug (here a fetcher raising RuntimeError) still ends in one line and exit 1."""
+
+    class Broken:
+        def fetch_release(self, url: str) -> bytes:
+            raise RuntimeError("the unexpected")
+
+        def open_image(self, *args: Any) -> Any:
+            raise AssertionError("not reached")
+
+    run = Run(world.flags(), ports={"kube": world.kube, "fetcher": Broken()}, environ={})
+    r = runner.invoke(app, ["check"], obj=run)
+    assert r.exit_code == ExitCode.FAILED
+    assert "internal error: RuntimeError: the unexpected" in _one_error_line(r)
+    assert r.exception is None or isinstance(r.exception, SystemExit)

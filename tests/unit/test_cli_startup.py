@@ -1,4 +1,4 @@
-"""Start-up: ``status --json`` imports no HTTP client, prometheus_client, rich or pydantic."""
+"""Start-up: ``status --json`` imports no HTTP client, TUF, prometheus_client, rich or pydantic."""
 
 from __future__ import annotations
 
@@ -7,10 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kubesolo_core.slots import Slot
-from kubesolo_entrypoints import demo
+import pytest
 
-FORBIDDEN = ("httpx", "httpcore", "prometheus_client", "rich", "pydantic")
+from kubesolo_adapters import sandbox
+from kubesolo_core.slots import Slot
+
+FORBIDDEN = (
+    "httpx",
+    "httpcore",
+    "tuf",
+    "securesystemslib",
+    "prometheus_client",
+    "rich",
+    "pydantic",
+)
 
 PROBE = """
 import sys
@@ -28,13 +38,16 @@ sys.exit(code)
 """
 
 
-def test_status_json_does_not_import_heavy_modules(tmp_path: Path) -> None:
-    box = demo.Sandbox(tmp_path)
+@pytest.mark.parametrize("trust", ["none", "tuf"])
+def test_status_json_does_not_import_heavy_modules(tmp_path: Path, trust: str) -> None:
+    box = sandbox.Sandbox(tmp_path)
     for slot in Slot:
         box.slot(slot).write_bytes(b"\0" * 65536)
     box.cmdline.write_text("kubesolo.slot=A\n")
     box.boot_id.write_text("one\n")
-    args = [*box.cli_args(tmp_path / "state.json"), "status", "--json"]
+    # a signed box builds the TUF fetcher, which loads python-tuf only when it fetches
+    signed = ["--trust-root", str(tmp_path / "root.json")] if trust == "tuf" else []
+    args = [*box.cli_args(tmp_path / "state.json"), *signed, "status", "--json"]
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, ",".join(FORBIDDEN), *args],
         capture_output=True,

@@ -27,6 +27,7 @@ DESIGN_GLOBALS = [
     "--autoboot",
     "--slot-a",
     "--slot-b",
+    "--trust-root",
     "--cmdline",
     "--kubeconfig",
     "--node-name",

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from kubesolo_adapters.memory import MemoryKube, MemoryProbes
+from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
 from kubesolo_core.errors import ConfigError, InvalidOperation, KubesoloError
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot
 from kubesolo_entrypoints.facade import (
+    ActivateResult,
+    Agent,
     ApplyResult,
     CheckResult,
-    agent_from_adapters,
+    HealthSettings,
     agent_from_config,
     memory_agent,
 )
@@ -26,7 +28,8 @@ def test_memory_agent_full_cycle(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(check, CheckResult) and check.update_available
     applied = agent.apply()
     assert isinstance(applied, ApplyResult) and applied.state.phase is Phase.STAGED
-    agent.activate()
+    activated = agent.activate()
+    assert isinstance(activated, ActivateResult) and not activated.needs_tryboot_reboot
     assert box.reboot() is Slot.B
     outcome = agent.healthcheck()
     assert outcome.state.phase is Phase.SUCCESS
@@ -34,16 +37,20 @@ def test_memory_agent_full_cycle(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_memory_agent_tryboot_and_errors_are_exceptions() -> None:
-    agent, _ = memory_agent("tryboot")
+    agent, box = memory_agent("tryboot")
     with pytest.raises(InvalidOperation):
         agent.activate()
-    with pytest.raises(KubesoloError):
+    box.publish("1.1.0")
+    agent.apply()
+    assert agent.activate().needs_tryboot_reboot  # the tryboot rule, from the core
+    with pytest.raises(KubesoloError, match="lilo"):
         memory_agent("lilo")
 
 
-def test_agent_from_adapters_uses_what_it_is_given() -> None:
-    _, box = memory_agent()
-    agent = agent_from_adapters(
+def test_an_agent_over_adapters_of_your_own() -> None:
+    _, box = memory_agent("grub", version="2.0.0")
+    box.boot_env.booted = Slot.B  # a box that runs slot B: no default agent says that
+    agent = Agent(
         boot_env=box.boot_env,
         slots=box.slots,
         fetcher=box.fetcher,
@@ -52,12 +59,16 @@ def test_agent_from_adapters_uses_what_it_is_given() -> None:
         clock=box.clock,
         store=box.store,
         server=box.server,
+        health=HealthSettings(kube_system_settle=0, settle_timeout=0),
     )
-    assert agent.status().booted_slot is Slot.A
+    report = agent.status()
+    assert report.booted_slot is Slot.B and report.reboot_required  # GRUB boots A next
+    assert {row.info.slot: row.version for row in report.slots} == {Slot.A: "2.0.0", Slot.B: None}
 
 
 def test_agent_from_config_builds_real_adapters(tmp_path: Path) -> None:
     events: list[str] = []
+    kube = MemoryKube()
     agent = agent_from_config(
         {
             "state": str(tmp_path / "state.json"),
@@ -66,16 +77,27 @@ def test_agent_from_config_builds_real_adapters(tmp_path: Path) -> None:
             "slot_a": str(tmp_path / "a.img"),
             "slot_b": str(tmp_path / "b.img"),
             "cmdline": str(tmp_path / "cmdline"),
+            # a plain release document (unsigned mode, asked for by name): the HTTP fetcher
+            "allow_unsigned": "true",
         },
         events=lambda name, **_: events.append(name),
-        kube=MemoryKube(),
+        kube=kube,
         probes=MemoryProbes(),
     )
+    assert agent.kube is kube  # the port given replaces the real one
     (tmp_path / "cmdline").write_text("kubesolo.slot=A\n")
     report = agent.status()
     assert report.boot.kind == "grub"
     assert [s.info.exists for s in report.slots] == [False, False]
     assert type(agent.slots).__name__ == "BlockSlotStore"
+    assert type(agent.fetcher).__name__ == "HttpFetcher"
+    agent.events("update.test")
+    assert events == ["update.test"]
+    # with a trust root the fetcher is the TUF client; with neither, nothing is fetched
+    signed = agent_from_config({"trust_root": str(tmp_path / "root.json")})
+    assert type(signed.fetcher).__name__ == "TufFetcher"
+    with pytest.raises(ConfigError, match="trust_root"):
+        agent_from_config({"server": "https://x.example/"}).check()
 
 
 def test_agent_from_config_ignores_the_process_environment(

@@ -9,23 +9,38 @@ import pytest
 
 from kubesolo_core.codec import dumps_state, loads_state, structure_state
 from kubesolo_core.errors import CorruptState, IllegalTransition
-from kubesolo_core.lifecycle import TRANSITIONS, Phase, UpdateState, transition
+from kubesolo_core.lifecycle import SCHEMA_VERSION, TRANSITIONS, Phase, UpdateState, transition
 from kubesolo_core.slots import Slot
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
 
 
-def test_nine_phases_and_every_phase_in_the_table() -> None:
-    assert len(Phase) == 9
-    assert set(TRANSITIONS) == set(Phase)
+#: DESIGN.md 2.2's table, written out here so that a change of the code's
+#: table is a change this test sees (not derived from TRANSITIONS)
+ALLOWED = {
+    "idle": {"checking"},
+    "checking": {"checking", "downloading", "failed"},
+    "downloading": {"checking", "staged", "failed"},
+    "staged": {"checking", "activated", "failed"},
+    "activated": {"activated", "verifying", "rolled_back", "failed"},
+    "verifying": {"activated", "verifying", "success", "rolled_back"},
+    "success": {"checking", "rolled_back"},
+    "rolled_back": {"checking"},
+    "failed": {"checking"},
+}
+
+
+def test_nine_phases_and_the_table_as_designed() -> None:
+    assert {p.value for p in Phase} == set(ALLOWED)
+    assert {src.value: {d.value for d in dst} for src, dst in TRANSITIONS.items()} == ALLOWED
 
 
 @pytest.mark.parametrize("src", list(Phase))
 @pytest.mark.parametrize("dst", list(Phase))
 def test_table_is_enforced(src: Phase, dst: Phase) -> None:
     state = UpdateState(phase=src, target_slot=Slot.B, to_version="1.1.0")
-    if dst in TRANSITIONS[src]:
+    if dst.value in ALLOWED[src.value]:
         assert transition(state, dst, T0, error="why").phase is dst
     else:
         with pytest.raises(IllegalTransition, match=f"{src.value} to {dst.value}"):
@@ -60,13 +75,6 @@ def test_failed_sets_and_success_clears_last_error() -> None:
     assert (done.last_error, done.health_check_failures) == (None, 0)
 
 
-def test_illegal_transition_leaves_the_state_alone() -> None:
-    s = UpdateState(phase=Phase.IDLE)
-    with pytest.raises(IllegalTransition):
-        transition(s, Phase.SUCCESS, T0)
-    assert s == UpdateState(phase=Phase.IDLE)
-
-
 def test_state_round_trips_through_json() -> None:
     s = UpdateState(
         phase=Phase.ACTIVATED,
@@ -79,7 +87,7 @@ def test_state_round_trips_through_json() -> None:
         activation_boot_id="abc",
     )
     text = dumps_state(s)
-    assert json.loads(text)["schema_version"] == 2
+    assert json.loads(text)["schema_version"] == SCHEMA_VERSION
     assert loads_state(text) == s
 
 

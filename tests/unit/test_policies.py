@@ -17,6 +17,7 @@ from kubesolo_core.policies import (
     should_auto_rollback,
 )
 from kubesolo_core.release import parse_release
+from kubesolo_core.versions import as_version
 
 SHA = "c" * 64
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
@@ -37,6 +38,7 @@ def run(**kw):  # type: ignore[no-untyped-def]
         "node_labels": {},
     }
     args.update(kw)
+    args["current_version"] = as_version(args["current_version"])  # parsed at the boundary
     return preflight(**args)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kubesolo_core.errors import CorruptInput, InvalidRelease
 from kubesolo_core.release import parse_release, release_document
-from kubesolo_core.versions import Version, is_newer
+from kubesolo_core.versions import Version, as_version
 
 SHA = "a" * 64
 RAW = "b" * 64
@@ -33,7 +33,7 @@ def doc(**image: Any) -> dict[str, Any]:
 
 def test_parse_and_round_trip() -> None:
     release = parse_release(json.dumps(doc()).encode())
-    assert release.version == "1.3.0"
+    assert str(release.version) == "1.3.0"
     assert release.image.raw_size == 20
     assert parse_release(release_document(release)) == release
 
@@ -88,9 +88,9 @@ def test_version_order(ordered: list[str]) -> None:
 def test_equal_versions_and_newer() -> None:
     assert Version.parse("1.3") == Version.parse("1.3.0")
     assert Version.parse("1.3.0+build7") == Version.parse("1.3.0")
-    assert is_newer("1.3.0", "1.2.9")
-    assert not is_newer("1.3.0", "1.3.0")
-    assert is_newer("1.0.0", None)
+    assert Version.parse("1.3.0") > Version.parse("1.2.9")
+    assert not Version.parse("1.3.0") > Version.parse("1.3.0")
+    assert as_version(None) is None and as_version("1.3") == Version.parse("1.3.0")
     with pytest.raises(CorruptInput, match="MAJOR"):
         Version.parse("one")
 
@@ -108,3 +108,35 @@ def test_version_order_matches_tuple_order(a: list[int], b: list[int]) -> None:
         return x
 
     assert (va < vb) == (norm(a) < norm(b))
+
+
+# ---------------------------------------------------------------- issue 8, bug 3: sane bounds
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("1" * 5000, "longer than 64"),  # past Python's int-string limit: was a traceback
+        ("1." + "9" * 4301, "longer than 64"),
+        ("1.1234567890.0", "digits"),  # one component of 10 digits
+        ("1.0.0-rc." + "7" * 10, "digits"),  # a numeric pre-release identifier too
+        ("1.0.0-" + "a" * 59, "64"),  # 65 characters
+        ("\u0661.\u0662.\u0663", "MAJOR"),  # Arabic-Indic digits are not version digits
+        ("1.0.0\n", "MAJOR"),  # a line break is not a blank to strip
+        ("1.0.0 ", "MAJOR"),
+    ],
+)
+def test_versions_have_sane_bounds(text: str, needle: str) -> None:
+    with pytest.raises(CorruptInput, match=needle):
+        Version.parse(text)
+
+
+def test_nine_digit_components_and_64_characters_still_parse() -> None:
+    assert Version.parse("999999999.0.1").numbers == (999999999, 0, 1)
+    assert Version.parse("1.0.0-" + "a" * 58).text == "1.0.0-" + "a" * 58
+
+
+@pytest.mark.parametrize("field", ["version", "min_from_version"])
+def test_release_names_the_field_of_an_overlong_version(field: str) -> None:
+    with pytest.raises(InvalidRelease, match=f"release document: {field}: .*longer than 64"):
+        parse_release({**doc(), field: "2" * 5000})

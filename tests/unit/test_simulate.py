@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from kubesolo_adapters.memory import MemoryBox, make_image
+from typing import Any
+
+from kubesolo_adapters.fakes import MemoryBox, make_image, observe
+from kubesolo_core.invariants import INVARIANTS, violations
 from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.slots import Slot
-from kubesolo_entrypoints.simulate import INVARIANTS, check_invariants, run_simulation
+from kubesolo_entrypoints.simulate import run_simulation
+
+
+def check_invariants(box: MemoryBox[Any], known: set[bytes], **seen: Any) -> list[str]:
+    return violations(observe(box, known, **seen))
 
 
 def test_simulation_holds_and_is_reproducible() -> None:
@@ -62,14 +69,14 @@ def test_unrecorded_bootloader_rollback_is_caught() -> None:
         phase=Phase.ACTIVATED, to_version="1.1.0", target_slot=Slot.B, activation_boot_id="old"
     )
     box.store.save(before)  # the agent believes in a trial; the env is committed on A
-    violations = check_invariants(box, known, before=before)
-    assert any(v.startswith("rollback_recorded") for v in violations)
+    found = check_invariants(box, known, before=before)
+    assert any(v.startswith("rollback_recorded") for v in found)
 
 
 def test_state_that_does_not_load_and_counters_out_of_range() -> None:
     box, known = _fresh()
     box.boot_env.env = {**box.boot_env.env, "boot_counter": "7"}
     box.store.text = "{garbage"
-    violations = check_invariants(box, known)
-    assert any(v.startswith("state_loads") for v in violations)
-    assert any(v.startswith("counters") for v in violations)
+    found = check_invariants(box, known)
+    assert any(v.startswith("state_loads") for v in found)
+    assert any(v.startswith("counters") for v in found)

@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from kubesolo_adapters.memory import MemoryBox
+from kubesolo_adapters.fakes import MemoryBox
 from tests.unit.harness import TALLY, Harness
 
 OPS = ("apply", "activate", "healthcheck", "rollback", "status", "check")

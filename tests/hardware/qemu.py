@@ -22,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -72,6 +73,8 @@ class BootResult:
     markers: tuple[BootMarker, ...]
     #: values of ``kubesolo.slot=`` a Linux guest printed (its /proc/cmdline)
     cmdline_slots: tuple[str, ...]
+    #: the ``watch`` callback of :meth:`QemuRunner.boot` pulled the plug (SIGKILL)
+    power_cut: bool = False
 
     @property
     def slot(self) -> Slot | None:
@@ -130,6 +133,8 @@ class QemuRunner:
     ovmf_vars: Path = OVMF_VARS
     #: attach the disk read-only (a disk GRUB cannot write: its save_env fails)
     read_only: bool = False
+    #: more disks, attached after ``image`` as further virtio drives (read-only)
+    extra_disks: tuple[Path, ...] = ()
     #: the last QEMU pid started (tests use it to prove cleanup)
     last_pid: int | None = None
 
@@ -161,6 +166,8 @@ class QemuRunner:
             ]  # fmt: skip
         ro = ",readonly=on" if self.read_only else ""
         argv += ["-drive", f"file={self.image},format=raw,if=virtio{ro}"]
+        for disk in self.extra_disks:
+            argv += ["-drive", f"file={disk},format=raw,if=virtio,readonly=on"]
         return argv
 
     def _resolve_accel(self) -> str:
@@ -175,15 +182,31 @@ class QemuRunner:
             _KVM_PROBED[key] = works
         return "kvm" if _KVM_PROBED[key] else "tcg"
 
-    def boot(self, *, serial_log: Path | None = None, timeout: float | None = None) -> BootResult:
+    def boot(
+        self,
+        *,
+        serial_log: Path | None = None,
+        timeout: float | None = None,
+        watch: Callable[[str], bool] | None = None,
+    ) -> BootResult:
         """Power the machine on once; return when it halts, reboots or the time limit passes.
+
+        ``watch`` is called with the cleaned serial output so far, about every
+        50 ms while the machine runs; when it returns True the power is cut
+        (SIGKILL of our QEMU, by its pid) and the result says ``power_cut``.
 
         Note: the probe of ``accel="auto"`` is itself a boot of the image, so
         it may change the grubenv; use it on images where that does not matter.
         """
-        return self._boot_once(self._resolve_accel(), serial_log, timeout or self.timeout)
+        return self._boot_once(self._resolve_accel(), serial_log, timeout or self.timeout, watch)
 
-    def _boot_once(self, accel: str, serial_log: Path | None, timeout: float) -> BootResult:
+    def _boot_once(
+        self,
+        accel: str,
+        serial_log: Path | None,
+        timeout: float,
+        watch: Callable[[str], bool] | None = None,
+    ) -> BootResult:
         if shutil.which(self.qemu) is None:
             raise OperationFailed(
                 f"{self.qemu} not found", way_out="apt-get install qemu-system-x86 ovmf"
@@ -207,8 +230,15 @@ class QemuRunner:
                 )
                 self.last_pid = proc.pid
                 timed_out = False
+                power_cut = False
                 try:
-                    returncode: int | None = proc.wait(timeout=timeout)
+                    if watch is None:
+                        returncode: int | None = proc.wait(timeout=timeout)
+                    else:
+                        power_cut = _watch(proc, out, watch, started + timeout)
+                        returncode = proc.wait(timeout=30)
+                        if power_cut:
+                            returncode = None
                 except subprocess.TimeoutExpired:
                     timed_out = True
                     # Only our own QEMU, by its pid (it is its own session leader).
@@ -231,4 +261,28 @@ class QemuRunner:
             serial_log=serial_log,
             markers=parse_markers(serial),
             cmdline_slots=tuple(m["slot"] for m in _CMDLINE_SLOT.finditer(serial)),
+            power_cut=power_cut,
         )
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], log: Path, watch: Callable[[str], bool], deadline: float
+) -> bool:
+    """Poll the serial log until QEMU ends (False) or ``watch`` says cut (SIGKILL, True).
+
+    Raises TimeoutExpired at ``deadline``, like ``Popen.wait``.
+    """
+    seen = b""
+    while True:
+        ended = proc.poll() is not None
+        with log.open("rb") as fh:
+            fh.seek(len(seen))
+            seen += fh.read()
+        if watch(_clean(seen)) and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            return True
+        if ended:
+            return False
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, deadline)
+        time.sleep(0.05)

@@ -1,19 +1,18 @@
-"""In-memory adapters for every port, with fault injection, plus a whole simulated box.
+"""In-memory adapters of every port, with fault injection.
 
 Shipped in the package on purpose: library users test their provisioning code
-against it, the simulator runs on it, and tests/contract holds it to the same
-suite as the real adapters, so it stays a faithful fake.
+against them, the simulator runs on them, and tests/contract holds them to the
+same suites as the real adapters, so they stay faithful fakes.
 
 Faults you can inject:
 
-* :class:`Power` cuts the power after the N-th durable write (state saves,
-  boot-env writes, slot writes): the write in progress is lost (state and env
-  are atomic) or torn (a slot);
-* :class:`MemoryBox` boots images that crash (``bootable=False``), that come
-  up unhealthy (``healthy=False``), and torn slots that never boot;
+* :class:`~kubesolo_adapters.fakes.power.Power` cuts the power after the N-th
+  durable write (state saves, boot-env writes, slot writes): the write in
+  progress is lost (state and env are atomic) or torn (a slot);
 * :class:`MemoryFetcher` fails, stalls or truncates the next N requests;
-* :class:`MemorySlotStore` fills the disk (``capacity``), loses a slot, or
-  flips a bit on the way to the disk;
+* :class:`MemorySlotStore` fills the disk (``capacity``), loses a slot, flips
+  a bit on the way to the disk, or is misconfigured so that one slot is the
+  other under another name;
 * :class:`MemoryKube` blocks the node, or becomes unavailable.
 """
 
@@ -27,72 +26,29 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from kubesolo_adapters.fakes.images import image_meta
+from kubesolo_adapters.fakes.power import Power, PowerCut
 from kubesolo_adapters.streams import hashed, raw_chunks, tapped
-from kubesolo_core.bootmodel import BootModel, BootView, GrubModel, TrybootModel
-from kubesolo_core.codec import dumps_state, loads_state
-from kubesolo_core.errors import CorruptState, FetchError, SlotError, VerifyError
+from kubesolo_core.bootmodel import Bootloader, BootModel, BootView
+from kubesolo_core.codec import dumps_state, loads_state, looks_like_state
+from kubesolo_core.errors import CorruptState, FetchError, SlotConflict, SlotError, VerifyError
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.policies import BLOCK_LABEL, PodInfo, ProbeResult, Unavailable
 from kubesolo_core.ports import Progress, SlotInfo, WriteResult
-from kubesolo_core.release import ImageSpec
-from kubesolo_core.services import Agent, HealthSettings
+from kubesolo_core.release import ImageSpec, verify_written
 from kubesolo_core.slots import Slot
 
+__all__ = [
+    "MemoryBootEnv",
+    "MemoryClock",
+    "MemoryFetcher",
+    "MemoryKube",
+    "MemoryProbes",
+    "MemorySlotStore",
+    "MemoryStateStore",
+]
+
 E = TypeVar("E")
-
-IMAGE_MAGIC = b"KSOLO-IMAGE\n"
-
-
-class PowerCut(BaseException):
-    """The power went off. A BaseException so that no ``except Exception`` survives it."""
-
-
-@attrs.define
-class Power:
-    """Counts durable writes; cuts the power after ``cut_after`` of them."""
-
-    cut_after: int | None = None
-    writes: int = 0
-    log: list[str] = attrs.field(factory=list)
-
-    def durable(self, what: str) -> None:
-        """Called before a durable write; raises PowerCut instead of the write past the budget."""
-        if self.cut_after is not None and self.writes >= self.cut_after:
-            raise PowerCut(what)
-        self.writes += 1
-        self.log.append(what)
-
-
-# --------------------------------------------------------------------------- images
-
-
-def make_image(
-    version: str, *, size: int = 4096, bootable: bool = True, healthy: bool = True
-) -> bytes:
-    """A small synthetic slot image that the memory adapters understand."""
-    header = (
-        IMAGE_MAGIC
-        + json.dumps(
-            {"version": version, "bootable": bootable, "healthy": healthy}, sort_keys=True
-        ).encode()
-        + b"\n"
-    )
-    if len(header) > size:
-        raise ValueError(f"image size {size} is smaller than its header")
-    body = hashlib.sha256(version.encode()).digest() * (size // 32 + 1)
-    return header + body[: size - len(header)]
-
-
-def image_meta(content: bytes | None) -> dict[str, Any] | None:
-    """The header of a synthetic image, or None for a torn, empty or foreign slot."""
-    if not content or not content.startswith(IMAGE_MAGIC):
-        return None
-    line = content[len(IMAGE_MAGIC) :].split(b"\n", 1)[0]
-    try:
-        meta = json.loads(line)
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
 
 
 # --------------------------------------------------------------------------- clock
@@ -136,6 +92,9 @@ class MemoryStateStore:
         try:
             return loads_state(self.text, source="memory:state.json")
         except CorruptState as exc:
+            if not looks_like_state(self.text):  # as the real store: never move a foreign file
+                exc.message += " (left in place: not a state file)"
+                raise
             self.set_aside.append(self.text)
             self.text = None
             exc.message += " (set aside; the next run starts from idle)"
@@ -161,7 +120,7 @@ class MemoryBootEnv(Generic[E]):
     reboot_requested: bool = False
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Bootloader:
         return self.model.kind
 
     def read(self) -> BootView:
@@ -203,6 +162,20 @@ class MemorySlotStore:
     )
     #: flip one bit of the next write on its way to the "disk"
     flip_next_write: bool = False
+    #: a misconfiguration: this slot is another name for the other slot (a
+    #: symlink to its file, say), so its bytes are the other slot's bytes
+    alias_of_other: Slot | None = None
+
+    def _medium(self, slot: Slot) -> Slot:
+        return slot.other() if slot is self.alias_of_other else slot
+
+    def check_writable(self, slot: Slot) -> None:
+        if self._medium(slot) is not slot:
+            raise SlotConflict(
+                f"refusing to write: slot {slot.value} 'memory:{slot.value}' resolves to "
+                f"memory:{slot.other().value}, the same as slot {slot.other().value}: they are "
+                "one slot; nothing was written"
+            )
 
     def describe(self, slot: Slot) -> SlotInfo:
         size = self.capacities.get(slot)
@@ -219,7 +192,7 @@ class MemorySlotStore:
         return self.capacities.get(slot)
 
     def read_version(self, slot: Slot) -> str | None:
-        meta = image_meta(self.contents.get(slot))
+        meta = image_meta(self.contents.get(self._medium(slot)))
         version = meta.get("version") if meta else None
         return version if isinstance(version, str) else None
 
@@ -233,6 +206,8 @@ class MemorySlotStore:
         capacity = self.capacities.get(slot)
         if capacity is None:
             raise SlotError(f"slot {slot.value} not found")
+        self.check_writable(slot)  # as the real store: the guard right before the first byte
+        slot = self._medium(slot)
         served = hashlib.sha256()
         if image.raw_size > capacity:
             raise SlotError(
@@ -261,11 +236,7 @@ class MemorySlotStore:
         self.contents[slot] = bytes(buf)
         back = self.contents[slot][: image.raw_size]
         digest = hashlib.sha256(back).hexdigest()
-        if len(back) != image.raw_size or digest != image.raw_sha256:
-            raise VerifyError(
-                f"slot {slot.value} read back {len(back)} bytes with SHA-256 {digest}, "
-                f"expected {image.raw_size} bytes with {image.raw_sha256}"
-            )
+        verify_written(image, length=len(back), sha256=digest, where=f"slot {slot.value}")
         return WriteResult(written=len(buf), raw_sha256=digest, served_sha256=served.hexdigest())
 
 
@@ -393,154 +364,3 @@ class MemoryProbes:
             ok=self.disk_ok,
             reason="" if self.disk_ok else "probe file could not be written (read-only or full)",
         )
-
-
-# --------------------------------------------------------------------------- the box
-
-
-SERVER = "https://updates.example.invalid/stable/release.json"
-
-
-@attrs.define
-class MemoryBox(Generic[E]):
-    """A whole box: two slots, a bootloader, a node, a server, one power rail.
-
-    ``reboot()`` plays the firmware through the pure bootloader model: a slot
-    that does not hold a bootable image crashes at once and the bootloader
-    counts on; the node comes up healthy or not as the booted image says.
-    """
-
-    model: BootModel[E]
-    power: Power
-    clock: MemoryClock
-    boot_env: MemoryBootEnv[E]
-    slots: MemorySlotStore
-    fetcher: MemoryFetcher
-    kube: MemoryKube
-    probes: MemoryProbes
-    store: MemoryStateStore
-    server: str = SERVER
-    boots: int = 0
-    boot_log: list[tuple[Slot, bool]] = attrs.field(factory=list)
-
-    @classmethod
-    def create(
-        cls,
-        bootloader: str = "grub",
-        *,
-        version: str = "1.0.0",
-        image_size: int = 4096,
-        capacity: int = 1 << 16,
-    ) -> MemoryBox[Any]:
-        """A fresh box committed on slot A running ``version``; slot B empty."""
-        model: BootModel[Any] = GrubModel() if bootloader == "grub" else TrybootModel()
-        power = Power()
-        box: MemoryBox[Any] = MemoryBox(
-            model=model,
-            power=power,
-            clock=MemoryClock(),
-            boot_env=MemoryBootEnv(model=model, env=model.initial(Slot.A), power=power),
-            slots=MemorySlotStore(
-                power=power,
-                contents={Slot.A: make_image(version, size=image_size)},
-                capacities={Slot.A: capacity, Slot.B: capacity},
-            ),
-            fetcher=MemoryFetcher(),
-            kube=MemoryKube(),
-            probes=MemoryProbes(),
-            store=MemoryStateStore(power=power),
-        )
-        box.apply_image_health()
-        return box
-
-    def agent(self, health: HealthSettings | None = None) -> Agent:
-        """An Agent over this box's ports."""
-        return Agent(
-            boot_env=self.boot_env,
-            slots=self.slots,
-            fetcher=self.fetcher,
-            kube=self.kube,
-            probes=self.probes,
-            clock=self.clock,
-            store=self.store,
-            server=self.server,
-            health=health or HealthSettings(kube_system_settle=0, settle_timeout=0),
-        )
-
-    def publish(
-        self,
-        version: str,
-        *,
-        bootable: bool = True,
-        healthy: bool = True,
-        size: int = 4096,
-        min_from_version: str | None = None,
-    ) -> bytes:
-        """Publish a release of ``version`` on the box's server; returns the image."""
-        image = make_image(version, size=size, bootable=bootable, healthy=healthy)
-        sha = hashlib.sha256(image).hexdigest()
-        doc: dict[str, Any] = {
-            "schema": 1,
-            "version": version,
-            "image": {
-                "url": f"kubesolo-os-{version}.img",
-                "sha256": sha,
-                "size": len(image),
-                "raw_size": len(image),
-                "raw_sha256": sha,
-            },
-        }
-        if min_from_version:
-            doc["min_from_version"] = min_from_version
-        self.fetcher.publish(self.server, doc, image)
-        return image
-
-    def bootable(self, slot: Slot) -> bool:
-        """True when ``slot`` holds an image that boots."""
-        meta = image_meta(self.slots.contents.get(slot))
-        return bool(meta and meta.get("bootable", False))
-
-    def apply_image_health(self) -> None:
-        """Make the node's health follow the booted image's ``healthy`` flag."""
-        slot = self.boot_env.booted
-        meta = image_meta(self.slots.contents.get(slot)) if slot else None
-        healthy = bool(meta and meta.get("healthy", False))
-        self.kube.ready = healthy
-        self.kube.apiserver = healthy
-        since = self.clock.now()
-        self.kube.pods = [
-            PodInfo(
-                name="coredns",
-                phase="Running" if healthy else "CrashLoopBackOff",
-                running_since=since if healthy else None,
-            )
-        ]
-
-    def reboot(self, *, clean: bool = True, max_attempts: int = 16) -> Slot:
-        """Power-cycle through the bootloader model until a slot boots (bounded).
-
-        ``clean=False`` is a power cut or a watchdog: a tryboot flag that only a
-        clean ``reboot "0 tryboot"`` would carry is lost.
-        """
-        self.power.cut_after = None
-        env = self.boot_env.env
-        if not clean and hasattr(env, "flag"):
-            env = attrs.evolve(env, flag=False)  # type: ignore[misc]
-        for _ in range(max_attempts):
-            outcome = self.model.boot(env)
-            env = outcome.env
-            self.boots += 1
-            ok = self.bootable(outcome.slot)
-            self.boot_log.append((outcome.slot, ok))
-            if ok:
-                self.boot_env.env = env
-                self.boot_env.booted = outcome.slot
-                self.boot_env.current_boot_id = f"boot-{self.boots}"
-                self.boot_env.reboot_requested = False
-                self.apply_image_health()
-                return outcome.slot
-            # The kernel crashed: a watchdog (not a clean reboot) restarts the box.
-            if hasattr(env, "flag"):
-                env = attrs.evolve(env, flag=False)  # type: ignore[misc]
-        self.boot_env.env = env
-        raise RuntimeError(f"box did not boot in {max_attempts} attempts: bricked")

@@ -1,0 +1,118 @@
+"""One invocation of ``kubesolo-update``: its flags, its settings and agent, how it ends.
+
+Data goes to stdout (:func:`tell`), humans and errors to stderr (:func:`say`);
+every error the agent raises on purpose, and every OS error, ends in one line
+``kubesolo-update: error: ...`` and the documented exit code (:func:`handled`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from kubesolo_entrypoints.exitcodes import ExitCode, exit_code_for
+
+if TYPE_CHECKING:
+    from kubesolo_core.services import Agent
+    from kubesolo_entrypoints.config import Settings
+
+__all__ = ["Run", "fail", "handled", "run_of", "say", "tell"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def say(text: str) -> None:
+    """A line for humans (stderr)."""
+    typer.echo(text, err=True)
+
+
+def tell(text: str) -> None:
+    """The command's data (stdout)."""
+    typer.echo(text)
+
+
+def fail(error: BaseException) -> typer.Exit:
+    """Say ``error`` in one line; the Exit to raise with its exit code."""
+    code = exit_code_for(error)
+    say(f"kubesolo-update: error: {error}")
+    return typer.Exit(int(code))
+
+
+def handled(fn: F) -> F:
+    """Map the agent's errors (and OS errors) to one line and a documented exit code.
+
+    Anything else is a bug, but still one line and exit 1, never a traceback
+    on an operator's screen (issue 8); the catalogue of hostile inputs checks
+    that no input ever reaches this "internal error" line.
+    """
+    from kubesolo_core.errors import KubesoloError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # the command's own exit code, or a usage error typer reports itself
+        except KubesoloError as exc:
+            raise fail(exc) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            say(f"kubesolo-update: error: {exc.strerror or exc}{where}")
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+        except Exception as exc:
+            say(
+                f"kubesolo-update: error: internal error: {type(exc).__name__}: "
+                f"{str(exc)[:300]} (a bug in kubesolo-update: please report it)"
+            )
+            raise typer.Exit(int(ExitCode.FAILED)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Run:
+    """What the global options left for the command: flags, then settings and agent on demand.
+
+    Tests and embedders may pass ``obj=Run(flags, ports=..., environ=...)`` to
+    the app: the global options are merged into it, ``ports`` replaces
+    adapters by name (the keywords of :func:`kubesolo_entrypoints.bootstrap.bootstrap`).
+    """
+
+    def __init__(
+        self,
+        flags: dict[str, Any] | None = None,
+        *,
+        ports: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> None:
+        self.flags: dict[str, Any] = dict(flags or {})
+        self.ports = dict(ports or {})
+        self.environ = environ
+        self._settings: Settings | None = None
+
+    def settings(self, **extra: Any) -> Settings:
+        """The resolved settings (defaults < file < environment < flags)."""
+        from kubesolo_entrypoints.config import load_settings
+
+        if self._settings is None or extra:
+            self._settings = load_settings({**self.flags, **extra}, self.environ)
+        return self._settings
+
+    def agent(self, **extra: Any) -> Agent:
+        """The agent over the real adapters (or ``ports``), logging events to stderr."""
+        from kubesolo_entrypoints.bootstrap import bootstrap
+        from kubesolo_entrypoints.logs import event_sink
+
+        settings = self.settings(**extra)
+        return bootstrap(settings, events=event_sink(settings.log_format), **self.ports)
+
+
+def run_of(ctx: typer.Context) -> Run:
+    """The Run of this invocation (made on the spot for a command used without the callback)."""
+    run = ctx.find_object(Run)
+    if run is None:  # a command invoked without the callback (library use of the app)
+        run = Run({})
+        ctx.obj = run
+    return run

@@ -1,0 +1,58 @@
+"""The images a channel serves: compressed as asked, hashed whole and chunk by chunk."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from kubesolo_entrypoints.publisher.workspace import PublishError
+
+__all__ = ["IMAGE_SUFFIX", "prepare"]
+
+IMAGE_SUFFIX = {"none": ".img", "gzip": ".img.gz", "zstd": ".img.zst"}
+
+
+def _reader(image: Path) -> BinaryIO:
+    return image.open("rb")
+
+
+def _blocks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    return iter(lambda: fh.read(size), b"")
+
+
+def prepare(
+    image: Path, tmp: Path, compress: str, chunk_size: int
+) -> tuple[Path, int, str, list[str]]:
+    """Compress ``image`` as asked; return (served file, raw size, raw sha256, chunk hashes)."""
+    raw_digest = hashlib.sha256()
+    raw_size = 0
+    if compress == "none":
+        served = image
+        with _reader(image) as fh:
+            for block in _blocks(fh):
+                raw_digest.update(block)
+                raw_size += len(block)
+    else:
+        served = tmp / "image.out"
+        with _reader(image) as fh, served.open("wb") as out:
+            if compress == "gzip":
+                sink: Any = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
+            else:
+                import zstandard
+
+                sink = zstandard.ZstdCompressor(level=10, threads=-1).stream_writer(out)
+            with sink:
+                for block in _blocks(fh):
+                    raw_digest.update(block)
+                    raw_size += len(block)
+                    sink.write(block)
+    if raw_size == 0:
+        raise PublishError(f"image {image} is empty")
+    chunks = []
+    with _reader(served) as fh:
+        for block in _blocks(fh, chunk_size):
+            chunks.append(hashlib.sha256(block).hexdigest())
+    return served, raw_size, raw_digest.hexdigest(), chunks
