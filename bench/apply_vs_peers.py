@@ -43,6 +43,13 @@ client and the service (started fresh for every round).
 
 ``--zstd`` adds the agent with a zstd image (``zstd -3``), SWUpdate with
 ``compressed = "zstd"`` and RAUC with a zstd-compressed squashfs.
+
+The agent reads a plain release document, unsigned by name
+(``allow_unsigned=true``), as RAUC's and SWUpdate's signatures are their
+own business. ``--signed`` adds the agent as a box ships it: a
+kubesolo-release repository of the same image (TUF, Ed25519, channels
+``stable`` and, with ``--zstd``, ``zstd`` at the publisher's zstd level 10),
+``trust_root`` set, the metadata cache kept between rounds as on a box.
 """
 
 from __future__ import annotations
@@ -90,11 +97,20 @@ RUN_TIMEOUT = 600.0
 #: what each tool checks, from its source (rauc v1.8 src/update_handler.c,
 #: src/bundle.c; swupdate 2022.12 handlers/raw_handler.c, core/cpio_utils.c)
 #: and this bench's setup
+_AGENT_WRITES = (
+    "fsync per 16 MiB stretch, each stretch read back (O_DIRECT) into a full SHA-256 of the "
+    "slot that must match before the head is written; head written last, fsynced, read back, "
+    "compared"
+)
 VERIFIES = {
     "kubesolo-update": (
-        "served size+SHA-256 on the fly, raw size; fsync per 16 MiB stretch, each stretch read "
-        "back (O_DIRECT) into a full SHA-256 of the slot that must match before the head is "
-        "written; head written last, fsynced, read back, compared; no signature yet (issue 10)"
+        "served size+SHA-256 on the fly, raw size; " + _AGENT_WRITES + "; release document "
+        "unsigned here (allow_unsigned=true)"
+    ),
+    "kubesolo-update signed": (
+        "TUF (Ed25519): root, timestamp, snapshot, targets, channel document, image target "
+        "length+SHA-256 and every 4 MiB chunk's SHA-256 on the fly (metadata cache warm, as on "
+        "a box); raw size; " + _AGENT_WRITES
     ),
     "rauc": (
         "CMS signature over the whole bundle (read once before the copy), compatible; "
@@ -366,19 +382,8 @@ class World:
     sockets: Path
 
 
-def agent_tool(
-    world: World, stack: contextlib.ExitStack, *, zstd: bool, src: Path = ROOT, tag: str = ""
-) -> Tool:
-    """kubesolo-update apply through the CLI, with its sandbox (grubenv, cmdline, kubectl).
-
-    ``src`` is the source tree the CLI is imported from (another checkout for
-    a before/after comparison in the same interleaved rounds), ``tag`` marks
-    its name in the table.
-    """
-    from kubesolo_adapters.grubenv import PythonBackend
-    from kubesolo_entrypoints import demo
-    from tests.contract.fakeapi import FakeCluster, fake_api
-
+def plain_release(world: World, *, zstd: bool) -> Path:
+    """The image (zstd -3 for ``zstd``) and its plain DESIGN.md 5 release document in www/."""
     www = world.work / "www"
     name = "image.img.zst" if zstd else "image.img"
     served = www / name
@@ -398,10 +403,55 @@ def agent_tool(
     }
     doc = www / ("release-zstd.json" if zstd else "release.json")
     doc.write_text(json.dumps(release, indent=2) + "\n")
+    return doc
+
+
+def signed_repository(world: World) -> Path:
+    """A kubesolo-release repository of the image (channels stable and zstd); its 1.root.json.
+
+    Made once per run with the publisher's own code (Ed25519 keys, 4 MiB
+    chunk lists, zstd at the publisher's level), served by the bench's nginx
+    under /tuf/.
+    """
+    from kubesolo_entrypoints.publisher.repo import Repository
+
+    repo = Repository(world.work / "publisher")
+    root = repo.metadata_dir / "1.root.json"
+    if not root.exists():
+        print("  signing: a kubesolo-release repository of the image ...", file=sys.stderr)
+        repo.init()
+        repo.add(world.image, version=VERSION_NEW, channel="stable", compress="none")
+        repo.add(world.image, version=VERSION_NEW, channel="zstd", compress="zstd")
+        (world.work / "www" / "tuf").symlink_to(repo.served)
+    return root
+
+
+def agent_tool(
+    world: World,
+    stack: contextlib.ExitStack,
+    *,
+    zstd: bool,
+    src: Path = ROOT,
+    tag: str = "",
+    signed: bool = False,
+) -> Tool:
+    """kubesolo-update apply through the CLI, with its sandbox (grubenv, cmdline, kubectl).
+
+    ``src`` is the source tree the CLI is imported from (another checkout for
+    a before/after comparison in the same interleaved rounds), ``tag`` marks
+    its name in the table. ``signed``: the release comes from a TUF
+    repository (:func:`signed_repository`) through ``trust_root``; else a
+    plain release document, unsigned by name (``allow_unsigned=true``).
+    """
+    from kubesolo_adapters.grubenvfile import PythonBackend
+    from kubesolo_adapters.sandbox import Sandbox
+    from tests.contract.fakeapi import FakeCluster, fake_api
+
+    doc = plain_release(world, zstd=zstd) if not signed else None
 
     box_dir = world.work / "agent"
     box_dir.mkdir(exist_ok=True)
-    sandbox = demo.Sandbox(box_dir)
+    sandbox = Sandbox(box_dir)
     if not sandbox.grubenv.exists():
         PythonBackend(sandbox.grubenv).set(
             {"active_slot": "A", "boot_counter": "3", "boot_success": "1"}
@@ -411,11 +461,17 @@ def agent_tool(
     api_dir.mkdir(exist_ok=True)
     if not (api_dir / "kubeconfig").exists():
         stack.enter_context(fake_api(api_dir, FakeCluster(node_name=NODE)))
-    state = box_dir / f"state{'-zstd' if zstd else ''}{tag}" / "state.json"
+    state = box_dir / f"state{'-signed' if signed else ''}{'-zstd' if zstd else ''}{tag}"
+    state = state / "state.json"
     hwm_file = box_dir / "hwm"
+    if doc is None:
+        root = signed_repository(world)
+        trust = ["--server", f"{world.base_url}/tuf/", "--trust-root", str(root)]
+    else:
+        trust = ["--server", f"{world.base_url}/{doc.name}"]
     flags = [
         "--state", str(state),
-        "--server", f"{world.base_url}/{doc.name}",
+        *trust,
         "--bootloader", "grub",
         "--grubenv", str(sandbox.grubenv),
         "--slot-a", world.dev_a,
@@ -433,9 +489,21 @@ def agent_tool(
         "BENCH_HWM_FILE": str(hwm_file),
         "PYTHONPATH": str(src),
     }
+    if signed:
+        env["KUBESOLO_UPDATE_CHANNEL"] = "zstd" if zstd else "stable"
+    else:
+        # a plain release document (DESIGN.md 5): unsigned, by name
+        env["KUBESOLO_UPDATE_ALLOW_UNSIGNED"] = "true"
+
+    def reset() -> None:
+        """apply must write again: state.json and the records go, TUF's metadata cache stays."""
+        if state.parent.exists():
+            for entry in state.parent.iterdir():
+                if entry.name != "tuf":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
     def run() -> tuple[Timed, int | None]:
-        shutil.rmtree(state.parent, ignore_errors=True)  # apply must write again
+        reset()
         hwm_file.unlink(missing_ok=True)
         # cwd: the box's folder, so that ``python -c`` imports the CLI from ``src`` alone
         result = timed([sys.executable, "-c", _AGENT_MAIN, *flags, "apply"], env=env, cwd=box_dir)
@@ -448,7 +516,7 @@ def agent_tool(
 
     def traced(importtime: bool) -> dict[str, Any]:
         """One apply with a clock on each port call (or with -X importtime)."""
-        shutil.rmtree(state.parent, ignore_errors=True)
+        reset()
         trace = box_dir / "trace.json"
         trace.unlink(missing_ok=True)
         argv = [sys.executable, str(ROOT / "bench" / "trace_cli.py"), *flags, "apply"]
@@ -468,7 +536,8 @@ def agent_tool(
         doc["start_wall"], doc["end_wall"] = start, end
         return doc
 
-    return make_tool("kubesolo-update", zstd=zstd, run=run, tag=tag, traced=traced)
+    kind = "kubesolo-update signed" if signed else "kubesolo-update"
+    return make_tool(kind, zstd=zstd, run=run, tag=tag, traced=traced)
 
 
 _BUS_CONF = """\
@@ -687,8 +756,8 @@ def summarize(tools: list[Tool], runs: list[Run]) -> dict[str, dict[str, float |
 def ratio_pairs(tools: list[Tool]) -> list[tuple[str, str]]:
     """(agent, peer) pairs: each agent variant against every peer, and now against @base."""
     names = {t.name for t in tools}
-    agents = [t.name for t in tools if t.kind == "kubesolo-update"]
-    peers = [t.name for t in tools if t.kind != "kubesolo-update"]
+    agents = [t.name for t in tools if t.kind.startswith("kubesolo-update")]
+    peers = [t.name for t in tools if not t.kind.startswith("kubesolo-update")]
     pairs = [(a, p) for a in agents if "@base" not in a for p in peers]
     for a in agents:
         base = a.replace("kubesolo-update", "kubesolo-update@base", 1)
@@ -717,13 +786,13 @@ def print_report(
         print(f"  round {number + 1} (load {mine[next(iter(mine))].load1:.2f}): {times}")
         print(f"           {ratios}")
     print(
-        f"\n{'tool':22} {'median':>7} {'min':>7} {'max':>7} {'exit':>6} "
+        f"\n{'tool':28} {'median':>7} {'min':>7} {'max':>7} {'exit':>6} "
         f"{'peak RSS MiB':>12} {'own':>6}  verifies"
     )
     for tool in tools:
         s = summary[tool.name]
         print(
-            f"{tool.name:22} {s['median']:7.2f} {s['min']:7.2f} {s['max']:7.2f} "
+            f"{tool.name:28} {s['median']:7.2f} {s['min']:7.2f} {s['max']:7.2f} "
             f"{s['exit_median']:6.2f} {_mib(s['tree_rss']):>12} {_mib(s['own_rss']):>6}  "
             f"{VERIFIES[tool.kind]}"
         )
@@ -742,7 +811,7 @@ def print_report(
         ]
         ratios[f"{a} / {p}"] = value
         print(
-            f"  {a:20} / {p:25} {value:5.2f}   (median of per-round ratios "
+            f"  {a:28} / {p:25} {value:5.2f}   (median of per-round ratios "
             f"{statistics.median(per_round):.2f})"
         )
     ok = all(r.sha_ok for r in runs)
@@ -842,6 +911,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
     parser.add_argument("--zstd", action="store_true", help="add the zstd variants")
     parser.add_argument(
+        "--signed",
+        action="store_true",
+        help="add the agent with a signed (TUF) release from a kubesolo-release repository",
+    )
+    parser.add_argument(
         "--fill", type=float, default=0.75, help="share of the image filled with real files"
     )
     parser.add_argument(
@@ -912,6 +986,10 @@ def main(argv: list[str] | None = None) -> int:
                 rauc_tool(world, bus, zstd=True),
                 swupdate_tool(world, zstd=True),
             ]
+        if args.signed:
+            tools.append(agent_tool(world, stack, zstd=False, signed=True))
+            if args.zstd:
+                tools.append(agent_tool(world, stack, zstd=True, signed=True))
         if args.baseline_src:
             base = args.baseline_src.resolve()
             tools.append(agent_tool(world, stack, zstd=False, src=base, tag="@base"))
@@ -943,7 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )  # fmt: skip
                 print(
-                    f"  round {number + 1} {tool.name:20} {install:6.2f} s "
+                    f"  round {number + 1} {tool.name:28} {install:6.2f} s "
                     f"(exit {result.elapsed:5.2f} s) rss {_mib(result.tree_rss)} MiB "
                     f"slot {'ok' if ok else 'MISMATCH'}",
                     file=sys.stderr,
