@@ -150,6 +150,13 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "",
         )
     ],
+    "slot-head-written-before-the-read-back-matched": [
+        (
+            "kubesolo_adapters/slotpipe.py",
+            "        verify_written(image, length=verifier.done, sha256=digest, where=what)\n",
+            "",
+        )
+    ],
     # decisions moved into the core (issue 9): each guarded by the unit tier
     "tryboot-plain-reboot-starts-trial": [
         (
@@ -184,6 +191,7 @@ UNIT_TESTS = [
 TESTS: dict[str, list[str]] = {
     "slot-guard-removed": ["tests/contract/test_slot_identity.py"],
     "slot-identity-by-spelling": ["tests/contract/test_slot_identity.py"],
+    "slot-head-written-before-the-read-back-matched": ["tests/contract/test_slots_files.py"],
 }
 
 
@@ -221,7 +229,7 @@ def run(name: str) -> tuple[bool, str, float]:
             timeout=900,
             env={
                 "PYTHONPATH": str(work),
-                "PATH": "/usr/bin:/bin",
+                "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
                 "KUBESOLO_HYPOTHESIS_PROFILE": "dev",
             },
         )
