@@ -67,22 +67,25 @@ def main() -> None:
         ("imports (CLI and the adapters apply uses)", start - T0, time.perf_counter() - start, 0)
     )
     _ = (cli, logs)
-    _wrap(config, "load_settings", "settings (defaults, update.conf, environment, flags)")
-    _wrap(bootstrap, "bootstrap", "build the agent")
-    _wrap(services.Agent, "apply", "Agent.apply")
-    _wrap(statefile.JsonStateStore, "load", "state.json load")
-    _wrap(statefile.JsonStateStore, "save", "state.json save (atomic, fsync)")
-    _wrap(grub.GrubBootEnv, "read", "grubenv read")
-    _wrap(grub.GrubBootEnv, "booted_slot", "booted slot (cmdline)")
-    _wrap(grub.GrubBootEnv, "boot_id", "boot id")
-    _wrap(http.HttpFetcher, "fetch_release", "release document (HTTP)")
-    _wrap(http.HttpFetcher, "open_image", "open image (HTTP request)")
-    _wrap(blockdev.BlockSlotStore, "read_version", "slot version read")
-    _wrap(blockdev.BlockSlotStore, "capacity", "slot capacity")
-    _wrap(blockdev.BlockSlotStore, "check_writable", "slot identity guard")
-    _wrap(blockdev.BlockSlotStore, "write_image", "write pipeline (stream, write, read back)")
-    _wrap(kubectl.KubectlKube, "node_labels", "node labels (preflight)")
-    _wrap(records, "write_record", "last-check record")
+    for owner, name, label in (
+        (config, "load_settings", "settings (defaults, update.conf, environment, flags)"),
+        (bootstrap, "bootstrap", "build the agent"),
+        (services.Agent, "apply", "Agent.apply"),
+        (statefile.JsonStateStore, "load", "state.json load"),
+        (statefile.JsonStateStore, "save", "state.json save (atomic, fsync)"),
+        (grub.GrubBootEnv, "read", "grubenv read"),
+        (grub.GrubBootEnv, "booted_slot", "booted slot (cmdline)"),
+        (grub.GrubBootEnv, "boot_id", "boot id"),
+        (http.HttpFetcher, "fetch_release", "release document (HTTP)"),
+        (http.HttpFetcher, "open_image", "open image (HTTP request)"),
+        (blockdev.BlockSlotStore, "read_version", "slot version read"),
+        (blockdev.BlockSlotStore, "capacity", "slot capacity"),
+        (blockdev.BlockSlotStore, "check_writable", "slot identity guard"),
+        (blockdev.BlockSlotStore, "write_image", "write pipeline (stream, write, read back)"),
+        (kubectl.KubectlKube, "node_labels", "node labels (preflight)"),
+        (records, "write_record", "last-check record"),
+    ):
+        _wrap(owner, name, label)
     subprocess.run = _timed(  # type: ignore[assignment]
         lambda argv, *a, **k: f"subprocess {os.path.basename(argv[0])}",  # noqa: PTH119
         subprocess.run,

@@ -148,13 +148,20 @@ def test_a_write_cut_short_keeps_the_old_head(
     assert read_bytes(str(slot_files[Slot.B]), 1 << 20, offset=2 << 20) == data[2 << 20 : 3 << 20]
 
 
+def slot_b_before(
+    slot_files: dict[Slot, Path], images: ImageFactory
+) -> tuple[BlockSlotStore, bytes, bytes]:
+    """The store over the slot files, slot B's head as it is, and a new image for slot B."""
+    store = BlockSlotStore({s: str(p) for s, p in slot_files.items()})
+    head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
+    return store, head_before, images.image(label="KFILEB", version="2.0.0")
+
+
 def test_an_image_that_does_not_verify_never_gets_its_head(
     slot_files: dict[Slot, Path], images: ImageFactory
 ) -> None:
     """The head is written only after the rest read back right: a bad image keeps the old one."""
-    store = BlockSlotStore({s: str(p) for s, p in slot_files.items()})
-    head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
-    raw = images.image(label="KFILEB", version="2.0.0")
+    store, head_before, raw = slot_b_before(slot_files, images)
     data, spec = served(raw, "zstd")
     lying = attrs.evolve(spec, raw_sha256=hashlib.sha256(b"another image").hexdigest())
     with pytest.raises(VerifyError, match=r"reads back .* with SHA-256"):
@@ -201,9 +208,7 @@ def test_a_zstd_window_over_the_limit_is_refused_before_the_head(
     slot_files: dict[Slot, Path], images: ImageFactory
 ) -> None:
     """zstd --long/--ultra windows (up to 2 GiB) would blow the agent's memory: refused."""
-    store = BlockSlotStore({s: str(p) for s, p in slot_files.items()})
-    head_before = read_bytes(str(slot_files[Slot.B]), HEAD_BYTES)
-    raw = images.image(label="KFILEB", version="2.0.0")
+    store, head_before, raw = slot_b_before(slot_files, images)
     params = zstandard.ZstdCompressionParameters.from_level(
         3, window_log=24, write_content_size=False
     )
