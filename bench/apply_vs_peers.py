@@ -491,8 +491,9 @@ def agent_tool(
     }
     if signed:
         env["KUBESOLO_UPDATE_CHANNEL"] = "zstd" if zstd else "stable"
-    else:
-        # a plain release document (DESIGN.md 5): unsigned, by name
+    elif "allow_unsigned" in (src / "kubesolo_entrypoints" / "config.py").read_text():
+        # a plain release document (DESIGN.md 5): unsigned, by name (a --baseline-src tree
+        # from before signed releases has no such key, and refuses unknown ones)
         env["KUBESOLO_UPDATE_ALLOW_UNSIGNED"] = "true"
 
     def reset() -> None:
