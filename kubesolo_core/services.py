@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import attrs
 
+from kubesolo_core import health
 from kubesolo_core.adaptive import AdaptiveUpdater, write_release
 from kubesolo_core.admission import admit, held_back
 from kubesolo_core.bootmodel import BootView
@@ -22,7 +23,7 @@ from kubesolo_core.errors import (
     OperationFailed,
 )
 from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
-from kubesolo_core.policies import HealthReport, health_report, should_auto_rollback
+from kubesolo_core.policies import HealthReport
 from kubesolo_core.ports import (
     BootEnv,
     Clock,
@@ -34,7 +35,7 @@ from kubesolo_core.ports import (
     SlotStore,
     StateStore,
 )
-from kubesolo_core.reconcile import Reconciliation, Verdict, reconcile
+from kubesolo_core.reconcile import Reconciliation, reconcile
 from kubesolo_core.release import Release, parse_release, verify_written
 from kubesolo_core.results import (
     ActivateResult,
@@ -103,7 +104,8 @@ class Agent:
         except KubesoloError:
             return None
 
-    def _save(self, state: UpdateState) -> UpdateState:
+    def save(self, state: UpdateState) -> UpdateState:
+        """Persist ``state`` (one durable write) and say so; returns it."""
         self.store.save(state)
         self.events("update.phase", phase=state.phase.value, to_version=state.to_version)
         return state
@@ -117,11 +119,12 @@ class Agent:
         else:
             reason = f"unexpected {type(exc).__name__}: {exc}"
         try:
-            self._save(transition(state, Phase.FAILED, self.clock.now(), error=reason[:2000]))
+            self.save(transition(state, Phase.FAILED, self.clock.now(), error=reason[:2000]))
         except Exception as err:  # the disk that failed the write may fail this too
             self.events("update.state_not_saved", phase=state.phase.value, error=str(err))
 
-    def _reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
+    def reconciled(self) -> tuple[UpdateState, Reconciliation, BootView]:
+        """The state after reconciling it with the bootloader (saved when it changed)."""
         state = self.store.load()
         view = self.boot_env.read()
         rec = reconcile(
@@ -129,7 +132,7 @@ class Agent:
         )
         if rec.state is not None:
             self.events("update.reconciled", verdict=rec.verdict.value, message=rec.message)
-            state = self._save(rec.state)
+            state = self.save(rec.state)
         return state, rec, view
 
     # ------------------------------------------------------------------ check
@@ -161,7 +164,7 @@ class Agent:
         progress: Progress | None = None,
     ) -> ApplyResult:
         """Preflight, download, write and verify into the passive slot -> staged."""
-        state, _, view = self._reconciled()
+        state, _, view = self.reconciled()
         if state.phase in POST_ACTIVATION:
             raise InvalidOperation(
                 f"an update to {state.to_version} is {state.phase.value} on slot "
@@ -214,7 +217,7 @@ class Agent:
                 running=current,
                 floor=state.floor_version,
             )
-        state = self._save(
+        state = self.save(
             transition(
                 state,
                 Phase.CHECKING,
@@ -230,7 +233,7 @@ class Agent:
         # never claim a download nobody is doing. (A power cut writes nothing
         # more; the next run restarts the attempt from checking/downloading.)
         try:
-            state = self._save(transition(state, Phase.DOWNLOADING, self.clock.now()))
+            state = self.save(transition(state, Phase.DOWNLOADING, self.clock.now()))
             assert self.server is not None  # noqa: S101  (checked by _release)
             # Progress counts raw bytes written (of raw_size), reported by the writer only.
             result, stats = write_release(
@@ -251,7 +254,7 @@ class Agent:
                 sha256=result.raw_sha256,
                 where=f"slot {target.value}",
             )
-            state = self._save(
+            state = self.save(
                 transition(state, Phase.STAGED, self.clock.now(), image_sha256=result.raw_sha256)
             )
         except BaseException as exc:
@@ -270,7 +273,7 @@ class Agent:
 
     def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
-        state, _, view = self._reconciled()
+        state, _, view = self.reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
             raise InvalidOperation(
                 f"nothing staged to activate (phase {state.phase.value})",
@@ -286,7 +289,7 @@ class Agent:
         # The state first: a cut before the env write boots the old slot and
         # reconciles to rolled_back; the reverse order would leave a trial the
         # agent does not know about.
-        state = self._save(
+        state = self.save(
             transition(
                 state,
                 Phase.ACTIVATED,
@@ -298,7 +301,7 @@ class Agent:
         try:
             self.boot_env.activate(target)
         except OperationFailed as exc:
-            self._save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
+            self.save(transition(state, Phase.FAILED, self.clock.now(), error=str(exc)))
             raise
         self.events("update.slot_activated", slot=target.value)
         return ActivateResult(
@@ -309,7 +312,7 @@ class Agent:
 
     def rollback(self) -> UpdateState:
         """Go back to the previous slot now (manual)."""
-        state, _, _ = self._reconciled()
+        state, _, _ = self.reconciled()
         if state.phase not in (*POST_ACTIVATION, Phase.SUCCESS) or state.target_slot is None:
             raise InvalidOperation(
                 f"nothing to roll back to in phase {state.phase.value}: the other slot "
@@ -320,7 +323,7 @@ class Agent:
         # The env first: a cut after it boots the old slot, and reconciliation
         # then records rolled_back.
         self.boot_env.force_rollback(old)
-        state = self._save(
+        state = self.save(
             transition(
                 state,
                 Phase.ROLLED_BACK,
@@ -335,41 +338,7 @@ class Agent:
 
     def probe_health(self) -> HealthReport:
         """Run every check once (no state change)."""
-        url = self.health.healthcheck_url
-        return health_report(
-            containerd=self.probes.containerd(),
-            apiserver_ready=self.kube.apiserver_ready(),
-            node_ready=self.kube.node_ready(),
-            pods=self.kube.kube_system_pods(),
-            now=self.clock.now(),
-            settle_seconds=self.health.kube_system_settle,
-            probe_url=self.probes.probe_url(url) if url else None,
-            disk=self.probes.disk_writable(),
-        )
-
-    def _settled_report(self) -> HealthReport:
-        # Poll until healthy or the settle window is over (bounded in count and time).
-        deadline = self.clock.monotonic() + self.health.settle_timeout
-        interval = self.health.poll_every
-        rounds = int(self.health.settle_timeout / interval) + 1
-        report = self.probe_health()
-        for number in range(1, rounds + 1):
-            left = deadline - self.clock.monotonic()
-            if report.healthy or left <= 0:
-                break
-            # One event per round: the CLI shows it on a terminal, logs it otherwise,
-            # so a 300 s wait is never silent.
-            failing = report.failures()
-            self.events(
-                "health.waiting",
-                round=number,
-                failing=[c.name for c in failing],
-                reasons={c.name: c.reason for c in failing},
-                seconds_left=round(left),
-            )
-            self.clock.sleep(min(interval, left))
-            report = self.probe_health()
-        return report
+        return health.probe(self.kube, self.probes, self.clock, self.health)
 
     def healthcheck(self) -> HealthOutcome:
         """Reconcile, check, then commit, count a failure, or roll back.
@@ -377,64 +346,15 @@ class Agent:
         An unhealthy node is an outcome, not an error: the returned value says
         ``healthy=False`` (after any state change is saved) and the CLI maps it
         to its exit code. Errors raise only when the check could not be done.
+        (The steps: :func:`kubesolo_core.health.healthcheck`.)
         """
-        state, rec, _ = self._reconciled()
-        if rec.verdict is not Verdict.IN_TRIAL or state.phase not in POST_ACTIVATION:
-            return HealthOutcome(
-                report=self.probe_health(),
-                state=state,
-                reconciliation=rec,
-                action=rec.message or "no update in flight: state unchanged",
-            )
-        report = self._settled_report()
-        target = state.target_slot
-        assert target is not None  # noqa: S101  (POST_ACTIVATION always has one)
-        if report.healthy:
-            state = self._save(transition(state, Phase.VERIFYING, self.clock.now()))
-            self.boot_env.mark_good(target)
-            state = self._save(transition(state, Phase.SUCCESS, self.clock.now()))
-            self.events("update.committed", slot=target.value, version=state.to_version)
-            return HealthOutcome(
-                report=report,
-                state=state,
-                reconciliation=rec,
-                action=f"committed slot {target.value} ({state.to_version})",
-            )
-        failures = state.health_check_failures + 1
-        if should_auto_rollback(failures, self.health.auto_rollback_after):
-            old = target.other()
-            self.boot_env.force_rollback(old)
-            state = self._save(
-                transition(
-                    state,
-                    Phase.ROLLED_BACK,
-                    self.clock.now(),
-                    health_check_failures=failures,
-                    error=(
-                        f"auto-rollback to slot {old.value} after {failures} failed health "
-                        f"checks of {state.to_version}: {report.summary()}"
-                    ),
-                )
-            )
-            self.events("update.rolled_back", slot=old.value, how="auto")
-            action = f"rolled back to slot {old.value}; reboot to run it"
-        else:
-            state = self._save(
-                transition(
-                    state,
-                    Phase.ACTIVATED,
-                    self.clock.now(),
-                    health_check_failures=failures,
-                )
-            )
-            action = f"health check {failures} of the trial failed"
-        return HealthOutcome(report=report, state=state, reconciliation=rec, action=action)
+        return health.healthcheck(self)
 
     # ------------------------------------------------------------------ status
 
     def status(self) -> StatusReport:
         """Both slots, the boot env, the state (after reconciliation)."""
-        state, rec, view = self._reconciled()
+        state, rec, view = self.reconciled()
         booted = self.boot_env.booted_slot()
         rows = []
         for slot in (Slot.A, Slot.B):

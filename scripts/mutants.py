@@ -122,9 +122,9 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
     ],
     "commit-before-health-check": [
         (
-            "kubesolo_core/services.py",
-            "        if report.healthy:\n            state = self._save(transition(state, Phase.VERIFYING",
-            "        if True:\n            state = self._save(transition(state, Phase.VERIFYING",
+            "kubesolo_core/health.py",
+            "    if report.healthy:\n        state = agent.save(transition(state, Phase.VERIFYING",
+            "    if True:\n        state = agent.save(transition(state, Phase.VERIFYING",
         )
     ],
     "slot-guard-removed": [
