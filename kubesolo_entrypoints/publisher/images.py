@@ -63,12 +63,18 @@ def prepare(
     return served, raw_size, raw_digest.hexdigest(), chunks
 
 
-def chunk_index(image: Path, tmp: Path, store: Path) -> Path:
+def chunk_index(image: Path, tmp: Path, store: Path, *, raw_size: int, raw_sha256: str) -> Path:
     """Add the raw ``image``'s new chunks to ``store``; return its chunk index (a file in ``tmp``).
 
     Chunks already in the store (from earlier releases) are neither
-    compressed nor written again: consecutive releases share them.
+    compressed nor written again: consecutive releases share them. The index
+    must describe the image :func:`prepare` read (``raw_size``, ``raw_sha256``).
     """
     from kubesolo_adapters.chunkstore import publish_chunks
 
-    return publish_chunks(image, tmp, index_name="image.chunks", store=store).index
+    done = publish_chunks(image, tmp, index_name="image.chunks", store=store)
+    if (done.image_size, done.raw_sha256) != (raw_size, raw_sha256):
+        raise PublishError(
+            f"image {image} changed while it was being published; nothing was signed"
+        )
+    return done.index

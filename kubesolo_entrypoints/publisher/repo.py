@@ -179,7 +179,13 @@ class Repository(Workspace):
             index = None
             if chunks:
                 index = ChannelChunks(index=f"images/kubesolo-os-{version}.chunks")
-                index_file = chunk_index(image, Path(tmp), self.targets_dir / CHUNK_STORE)
+                index_file = chunk_index(
+                    image,
+                    Path(tmp),
+                    self.targets_dir / CHUNK_STORE,
+                    raw_size=raw_size,
+                    raw_sha256=raw_sha,
+                )
                 targets.signed.targets[index.index] = self._store_target(index_file, index.index)
             doc = ChannelDoc(
                 channel=channel,
