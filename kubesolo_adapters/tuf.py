@@ -27,8 +27,17 @@ targets metadata, the rest from the verified channel document.
   writes the head of a failed image);
 * the slot writer reads the slot back against ``raw_sha256``.
 
+When the channel document offers a chunk index (adaptive updates), the index
+is a TUF target too: the release document's ``image.chunks`` carries the
+index's URL with the length and SHA-256 of the signed targets metadata, and
+the store's URL. The adaptive path (:mod:`kubesolo_core.adaptive`) checks the
+index against them before it reads a byte of it, and each chunk against the
+index before it is written; anything wrong there falls back to the image
+above.
+
 python-tuf does not judge target paths: :func:`kubesolo_core.channel.safe_target_path`
-does, for the channel document and for the image it names.
+does, for the channel document and for the image, chunk index and chunk
+store it names.
 
 Every refusal is a :class:`~kubesolo_core.refusals.TrustRefused` with a machine
 reason; a network failure stays a :class:`~kubesolo_core.errors.FetchError`.
@@ -57,7 +66,7 @@ from kubesolo_core.channel import (
 from kubesolo_core.errors import ConfigError, FetchError, VerifyError
 from kubesolo_core.ports import Progress
 from kubesolo_core.refusals import TrustRefused
-from kubesolo_core.release import ImageSpec, Release, release_document
+from kubesolo_core.release import ChunksSpec, ImageSpec, Release, release_document
 
 if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile
@@ -179,15 +188,41 @@ class TufFetcher:
             raise TrustRefused(
                 "unknown_target", f"{doc.image.target} (named by {doc_path}) is not a target"
             )
-        return self._release_doc(base, doc_path, doc, image)
+        index = None
+        if doc.image.chunks is not None:
+            with _refusals(f"target {doc.image.chunks.index}"):
+                index = updater.get_targetinfo(doc.image.chunks.index)
+            if index is None:
+                # The signed metadata contradicts itself (kubesolo-release never writes
+                # this, `verify` reports it): refused like an image that is not a target.
+                raise TrustRefused(
+                    "unknown_target",
+                    f"chunk index {doc.image.chunks.index} (named by {doc_path}) is not a target",
+                )
+        return self._release_doc(base, doc_path, doc, image, index)
 
-    def _release_doc(self, base: str, doc_path: str, doc: ChannelDoc, image: TargetFile) -> bytes:
-        sha = image.hashes.get("sha256")
-        if sha is None:
-            raise TrustRefused(
-                "untrusted_repository",
-                f"{image.path} has no sha256 in the signed metadata ({', '.join(image.hashes)})",
-            )
+    def _chunks_spec(
+        self, base: str, doc: ChannelDoc, index: TargetFile | None
+    ) -> ChunksSpec | None:
+        """The index as TUF vouches for it (URL, length, SHA-256) and the store's URL."""
+        if doc.image.chunks is None or index is None:
+            return None
+        return ChunksSpec(
+            index=self._target_url(base, index),
+            sha256=_sha256(index),
+            size=index.length,
+            store=f"{base}targets/{doc.image.chunks.store}/",
+        )
+
+    def _release_doc(
+        self,
+        base: str,
+        doc_path: str,
+        doc: ChannelDoc,
+        image: TargetFile,
+        index: TargetFile | None = None,
+    ) -> bytes:
+        sha = _sha256(image)
         chunks = doc.image.chunk_sha256
         if chunks and len(chunks) != chunk_count(image.length, doc.image.chunk_size):
             raise TrustRefused(
@@ -219,6 +254,7 @@ class TufFetcher:
                 compression=doc.image.compression,
                 raw_size=doc.image.raw_size,
                 raw_sha256=doc.image.raw_sha256,
+                chunks=self._chunks_spec(base, doc, index),
             ),
             min_from_version=doc.min_from_version,
         )
@@ -250,6 +286,17 @@ class TufFetcher:
         if vouched.chunk_sha256:
             chunks = _chunk_verified(chunks, vouched, image.url)
         return _classified(chunks)
+
+
+def _sha256(info: TargetFile) -> str:
+    """The SHA-256 the signed metadata gives a target; refused when it gives none."""
+    sha = info.hashes.get("sha256")
+    if sha is None:
+        raise TrustRefused(
+            "untrusted_repository",
+            f"{info.path} has no sha256 in the signed metadata ({', '.join(info.hashes)})",
+        )
+    return sha
 
 
 def _classified(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -8,7 +8,8 @@ which image is the channel's release and what must end up on the slot::
     {"schema": 1, "kind": "kubesolo-channel", "channel": "stable", "version": "1.3.0",
      "image": {"target": "images/kubesolo-os-1.3.0.img.zst", "compression": "zstd",
                "raw_size": 536870912, "raw_sha256": "<hex>",
-               "chunk_size": 4194304, "chunk_sha256": ["<hex>", ...]},
+               "chunk_size": 4194304, "chunk_sha256": ["<hex>", ...],
+               "chunks": {"index": "images/kubesolo-os-1.3.0.chunks", "store": "chunks"}},
      "min_from_version": "1.0.0"}
 
 ``chunk_sha256`` (optional) lists the SHA-256 of each ``chunk_size`` piece of
@@ -17,9 +18,19 @@ slot writer, so no byte that TUF has not vouched for (through the channel
 document's hash) reaches the slot. Without it (a repository made by other
 TUF tooling) the agent checks the image's TUF hash as the stream ends.
 
+``chunks`` (optional) offers an adaptive update (:mod:`kubesolo_core.chunks`):
+``index`` is the target path of the image's chunk index, a TUF target of its
+own, so its length and SHA-256 come from the signed targets metadata like the
+image's; ``store`` is the folder (under ``targets/``) of the content-addressed
+chunk store shared by all releases. The chunk files are *not* TUF targets:
+each is named by the SHA-256 of its raw bytes, listed in the verified index,
+and checked against it before it is written, so TUF vouches for every chunk
+through the index (and a repository's targets metadata does not grow with
+every chunk).
+
 python-tuf does not judge target paths; :func:`safe_target_path` does, for
-every path a signed document names (``../``, absolute paths, backslashes,
-empty segments, URL syntax).
+every path a signed document names (the image, the chunk index and the chunk
+store: ``../``, absolute paths, backslashes, empty segments, URL syntax).
 """
 
 from __future__ import annotations
@@ -41,6 +52,8 @@ _CHANNEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: characters a target path segment may hold (no URL syntax: ? # % and no blanks)
 _SEGMENT = re.compile(r"^[A-Za-z0-9._+-]+$")
 DEFAULT_CHUNK = 4 << 20
+#: the chunk store's folder under targets/ (kubesolo-release's, shared by every release)
+CHUNK_STORE = "chunks"
 
 
 class UnsafeTargetPath(CorruptInput):
@@ -82,6 +95,14 @@ def channel_target(channel: str) -> str:
 
 
 @attrs.frozen(kw_only=True)
+class ChannelChunks:
+    """The chunk index (a TUF target) and the chunk store (a folder under targets/) of an image."""
+
+    index: str
+    store: str = CHUNK_STORE
+
+
+@attrs.frozen(kw_only=True)
 class ChannelImage:
     """The image a channel names."""
 
@@ -91,6 +112,7 @@ class ChannelImage:
     raw_sha256: str
     chunk_size: int = 0
     chunk_sha256: tuple[str, ...] = ()
+    chunks: ChannelChunks | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -185,8 +207,21 @@ def parse_channel(data: bytes | str, *, channel: str) -> ChannelDoc:
             raw_sha256=raw_sha,
             chunk_size=chunk_size,
             chunk_sha256=chunks,
+            chunks=_chunks(image.get("chunks")),
         ),
         min_from_version=min_from,
+    )
+
+
+def _chunks(value: object) -> ChannelChunks | None:
+    """``image.chunks``: both paths judged like the image's (UnsafeTargetPath)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidChannel("channel document: image.chunks must be an object")
+    return ChannelChunks(
+        index=safe_target_path(value.get("index")),
+        store=safe_target_path(value.get("store", CHUNK_STORE)),
     )
 
 
@@ -201,6 +236,8 @@ def channel_document(doc: ChannelDoc) -> dict[str, Any]:
     if doc.image.chunk_sha256:
         image["chunk_size"] = doc.image.chunk_size
         image["chunk_sha256"] = list(doc.image.chunk_sha256)
+    if doc.image.chunks is not None:
+        image["chunks"] = {"index": doc.image.chunks.index, "store": doc.image.chunks.store}
     out: dict[str, Any] = {
         "schema": 1,
         "kind": CHANNEL_KIND,

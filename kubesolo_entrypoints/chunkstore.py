@@ -11,8 +11,9 @@ gets its ``image.chunks`` field (URLs relative to the document), after a
 check that the document's ``raw_size``/``raw_sha256`` are this image's.
 Prints the ``image.chunks`` object (``--json``: everything that was done).
 
-When the publisher's console script (``kubesolo-release add``) exists, this is
-one of its steps; the index then also becomes a TUF target.
+This is for unsigned release documents. For a signed repository the same
+step is part of ``kubesolo-release add`` (``--chunks``, the default), which
+also makes the index a TUF target.
 """
 
 from __future__ import annotations

@@ -179,6 +179,23 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "",
         )
     ],
+    # signed adaptive updates (issues 10 + 13): caught by the TUF contract tests
+    "signed-chunk-paths-unjudged": [
+        (
+            "kubesolo_core/channel.py",
+            '        index=safe_target_path(value.get("index")),\n'
+            '        store=safe_target_path(value.get("store", CHUNK_STORE)),\n',
+            '        index=str(value.get("index")),\n'
+            '        store=str(value.get("store", CHUNK_STORE)),\n',
+        )
+    ],
+    "signed-chunk-index-hash-unchecked": [
+        (
+            "kubesolo_adapters/chunkfetch.py",
+            "hashed([data], size=spec.size, sha256=spec.sha256, what=url)",
+            "hashed([data], size=spec.size, sha256=None, what=url)",
+        )
+    ],
 }
 
 UNIT_TESTS = [
@@ -192,6 +209,12 @@ TESTS: dict[str, list[str]] = {
     "slot-guard-removed": ["tests/contract/test_slot_identity.py"],
     "slot-identity-by-spelling": ["tests/contract/test_slot_identity.py"],
     "slot-head-written-before-the-read-back-matched": ["tests/contract/test_slots_files.py"],
+    "signed-chunk-paths-unjudged": [
+        "tests/contract/test_tuf_attacks.py::test_chunk_index_path_outside_the_repository"
+    ],
+    "signed-chunk-index-hash-unchecked": [
+        "tests/contract/test_tuf_adaptive.py::test_a_bad_index_or_chunk_falls_back_to_the_full_image"
+    ],
 }
 
 
@@ -229,13 +252,15 @@ def run(name: str) -> tuple[bool, str, float]:
             timeout=900,
             env={
                 "PYTHONPATH": str(work),
+                # sbin too: the contract tests make filesystems (mkfs.ext4 lives there)
                 "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
                 "KUBESOLO_HYPOTHESIS_PROFILE": "dev",
             },
         )
         took = time.monotonic() - start
         failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
-        return proc.returncode != 0, (failed[0] if failed else proc.stdout[-300:]), took
+        # A test that errors (a missing tool, a broken fixture) has caught nothing.
+        return bool(failed), (failed[0] if failed else proc.stdout[-300:]), took
 
 
 def main() -> int:

@@ -5,7 +5,7 @@ What a fleet operator runs (the workspace holds keys; only DIR/repository is ser
     kubesolo-release --dir /srv/ksolo init                 # keys + root/targets/snapshot/timestamp
     cp /srv/ksolo/repository/metadata/1.root.json  <OS image>/etc/kubesolo/root.json
     kubesolo-release --dir /srv/ksolo add kubesolo-os.img --version 1.3.0 --channel stable \\
-        --compress zstd --min-from 1.0.0
+        --compress zstd --min-from 1.0.0        # + chunk index and store (--no-chunks: not)
     kubesolo-release --dir /srv/ksolo verify               # as a box would
     rsync -a /srv/ksolo/repository/ web:/var/www/updates/  # any static server, S3, CDN
     kubesolo-release --dir /srv/ksolo timestamp            # cron, at least daily
@@ -209,6 +209,12 @@ def add(  # noqa: PLR0917
     chunk_size: int = typer.Option(
         4 << 20, "--chunk-size", metavar="BYTES", help="Verified piece size for the agent."
     ),
+    chunks: bool = typer.Option(
+        True,
+        "--chunks/--no-chunks",
+        help="Also publish a chunk index and add new chunks to the shared chunk store "
+        "(adaptive updates: boxes fetch only what they lack).",
+    ),
 ) -> None:
     """Publish IMAGE as VERSION on CHANNEL: sizes, hashes, compression, targets, re-signed."""
     doc = _repo(ctx).add(
@@ -218,8 +224,12 @@ def add(  # noqa: PLR0917
         compress=compress,
         min_from=min_from,
         chunk_size=chunk_size,
+        chunks=chunks,
     )
-    typer.echo(f"{doc.channel}: {doc.version} ({doc.image.target}, {doc.image.raw_size} bytes)")
+    index = f", chunk index {doc.image.chunks.index}" if doc.image.chunks else ""
+    typer.echo(
+        f"{doc.channel}: {doc.version} ({doc.image.target}, {doc.image.raw_size} bytes{index})"
+    )
 
 
 @app.command()

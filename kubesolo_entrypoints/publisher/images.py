@@ -1,4 +1,9 @@
-"""The images a channel serves: compressed as asked, hashed whole and chunk by chunk."""
+"""The images a channel serves: compressed as asked, hashed whole and chunk by chunk.
+
+:func:`chunk_index` is the adaptive step of ``add``: the raw image cut into the
+repository's content-addressed chunk store (kubesolo_adapters.chunkstore) and
+its chunk index, which ``add`` then publishes as a TUF target.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import Any, BinaryIO
 
 from kubesolo_entrypoints.publisher.workspace import PublishError
 
-__all__ = ["IMAGE_SUFFIX", "prepare"]
+__all__ = ["IMAGE_SUFFIX", "chunk_index", "prepare"]
 
 IMAGE_SUFFIX = {"none": ".img", "gzip": ".img.gz", "zstd": ".img.zst"}
 
@@ -56,3 +61,20 @@ def prepare(
         for block in _blocks(fh, chunk_size):
             chunks.append(hashlib.sha256(block).hexdigest())
     return served, raw_size, raw_digest.hexdigest(), chunks
+
+
+def chunk_index(image: Path, tmp: Path, store: Path, *, raw_size: int, raw_sha256: str) -> Path:
+    """Add the raw ``image``'s new chunks to ``store``; return its chunk index (a file in ``tmp``).
+
+    Chunks already in the store (from earlier releases) are neither
+    compressed nor written again: consecutive releases share them. The index
+    must describe the image :func:`prepare` read (``raw_size``, ``raw_sha256``).
+    """
+    from kubesolo_adapters.chunkstore import publish_chunks
+
+    done = publish_chunks(image, tmp, index_name="image.chunks", store=store)
+    if (done.image_size, done.raw_sha256) != (raw_size, raw_sha256):
+        raise PublishError(
+            f"image {image} changed while it was being published; nothing was signed"
+        )
+    return done.index

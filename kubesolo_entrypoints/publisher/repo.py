@@ -24,7 +24,9 @@ import attrs
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
 
 from kubesolo_core.channel import (
+    CHUNK_STORE,
     DEFAULT_CHUNK,
+    ChannelChunks,
     ChannelDoc,
     ChannelImage,
     channel_document,
@@ -35,7 +37,7 @@ from kubesolo_core.channel import (
 )
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.versions import Version
-from kubesolo_entrypoints.publisher.images import IMAGE_SUFFIX, prepare
+from kubesolo_entrypoints.publisher.images import IMAGE_SUFFIX, chunk_index, prepare
 from kubesolo_entrypoints.publisher.workspace import (
     CONFIG,
     DEFAULT_EXPIRES,
@@ -139,8 +141,14 @@ class Repository(Workspace):
         compress: str = "none",
         min_from: str | None = None,
         chunk_size: int = DEFAULT_CHUNK,
+        chunks: bool = True,
     ) -> ChannelDoc:
-        """Publish ``image`` as ``version`` on ``channel``: image and channel targets, re-signed."""
+        """Publish ``image`` as ``version`` on ``channel``: image and channel targets, re-signed.
+
+        With ``chunks`` the image's new chunks join the chunk store
+        (``targets/chunks/``) and its chunk index becomes a target the
+        channel document names: boxes then fetch only what they lack.
+        """
         channel_name(channel)
         for text in (version, min_from):
             if text is not None:
@@ -161,13 +169,24 @@ class Repository(Workspace):
         targets = self.load("targets")
         existing = targets.signed.targets.get(target_path)
         with tempfile.TemporaryDirectory(dir=self.root_dir) as tmp:
-            served, raw_size, raw_sha, chunks = prepare(image, Path(tmp), compress, chunk_size)
+            served, raw_size, raw_sha, pieces = prepare(image, Path(tmp), compress, chunk_size)
             info = self._store_target(served, target_path)
             if existing is not None and existing.hashes != info.hashes:
                 raise PublishError(
                     f"{version} is already published with another image ({target_path})",
                     way_out="publish a new version number: a version names one image forever",
                 )
+            index = None
+            if chunks:
+                index = ChannelChunks(index=f"images/kubesolo-os-{version}.chunks")
+                index_file = chunk_index(
+                    image,
+                    Path(tmp),
+                    self.targets_dir / CHUNK_STORE,
+                    raw_size=raw_size,
+                    raw_sha256=raw_sha,
+                )
+                targets.signed.targets[index.index] = self._store_target(index_file, index.index)
             doc = ChannelDoc(
                 channel=channel,
                 version=version,
@@ -177,7 +196,8 @@ class Repository(Workspace):
                     raw_size=raw_size,
                     raw_sha256=raw_sha,
                     chunk_size=chunk_size,
-                    chunk_sha256=tuple(chunks),
+                    chunk_sha256=tuple(pieces),
+                    chunks=index,
                 ),
                 min_from_version=min_from,
             )
@@ -341,6 +361,7 @@ class Repository(Workspace):
                 "image": doc.image.target,
                 "compression": doc.image.compression,
                 "raw_size": doc.image.raw_size,
+                "chunk_index": doc.image.chunks.index if doc.image.chunks else None,
                 "min_from_version": None
                 if doc.min_from_version is None
                 else str(doc.min_from_version),

@@ -26,10 +26,20 @@ def signed_repository(workspace: Path) -> Repository:
 
 
 def publish_signed(
-    repo: Repository, version: str, raw: bytes, *, channel: str = "stable", compress: str = "gzip"
+    repo: Repository,
+    version: str,
+    raw: bytes,
+    *,
+    channel: str = "stable",
+    compress: str = "gzip",
+    chunks: bool = True,
 ) -> None:
-    """Publish ``raw`` as ``version`` on ``channel`` of the signed repository ``repo``."""
+    """Publish ``raw`` as ``version`` on ``channel`` of the signed repository ``repo``.
+
+    ``chunks`` as ``kubesolo-release add --chunks`` (the default): a chunk index
+    and the shared chunk store, for adaptive updates.
+    """
     with tempfile.TemporaryDirectory(dir=repo.root_dir) as tmp:
         image = Path(tmp) / f"kubesolo-os-{version}.img"
         image.write_bytes(raw)
-        repo.add(image, version=version, channel=channel, compress=compress)
+        repo.add(image, version=version, channel=channel, compress=compress, chunks=chunks)

@@ -59,7 +59,7 @@ def test_verify_fails_on_a_tampered_repository(tmp_path: Path, image: Path) -> N
     ws = tmp_path / "ws"
     assert release("--dir", str(ws), "init").exit_code == 0
     assert release("--dir", str(ws), "add", str(image), "--version", "1.0.0").exit_code == 0
-    (stored,) = (ws / "repository" / "targets" / "images").iterdir()
+    (stored,) = (ws / "repository" / "targets" / "images").glob("*.kubesolo-os-1.0.0.img")
     data = bytearray(stored.read_bytes())
     data[100] ^= 1
     stored.write_bytes(bytes(data))

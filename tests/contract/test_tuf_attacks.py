@@ -162,7 +162,8 @@ def test_tampered_chunk_never_reaches_the_slot(tmp_path: Path, images: dict[str,
     with tempfile.TemporaryDirectory(dir=world.repo.root_dir) as tmp:
         raw = Path(tmp) / "img"
         raw.write_bytes(images["1.1.0"])
-        world.repo.add(raw, version="1.1.0", compress="none", chunk_size=256 << 10)
+        # no chunk index: this attacks the full image's verified pieces (see test_tuf_adaptive)
+        world.repo.add(raw, version="1.1.0", compress="none", chunk_size=256 << 10, chunks=False)
     mirror = world.mirror()
     image = _image_file(mirror, "1.1.0")
     data = bytearray(image.read_bytes())
@@ -181,11 +182,11 @@ def test_tampered_chunk_never_reaches_the_slot(tmp_path: Path, images: dict[str,
     assert agent.status().state.phase is Phase.FAILED
 
 
-def test_target_path_outside_the_repository(world: TufWorld) -> None:
-    # Correctly signed by the publisher's keys, yet it names ../../etc/passwd.
+def _signed_channel(world: TufWorld, change: Callable[[dict[str, Any]], None]) -> None:
+    """Publish the stable channel document with ``change`` applied, signed by the real keys."""
     repo = world.repo
     doc = json.loads(next((repo.targets_dir / "channels").glob("*.stable.json")).read_text())
-    doc["image"]["target"] = "../../../etc/passwd"
+    change(doc)
     with tempfile.TemporaryDirectory(dir=repo.root_dir) as tmp:
         evil = Path(tmp) / "stable.json"
         evil.write_text(json.dumps(doc))
@@ -193,7 +194,29 @@ def test_target_path_outside_the_repository(world: TufWorld) -> None:
     targets = repo.load("targets")
     targets.signed.targets["channels/stable.json"] = info
     repo._cascade(repo._resign("targets", targets))
+
+
+def test_target_path_outside_the_repository(world: TufWorld) -> None:
+    # Correctly signed by the publisher's keys, yet it names ../../etc/passwd.
+    _signed_channel(world, lambda doc: doc["image"].update(target="../../../etc/passwd"))
     refused(world, world.agent(), "unsafe_target_path")
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        {"index": "../../../etc/passwd", "store": "chunks"},
+        {"index": "images/kubesolo-os-1.1.0.chunks", "store": "../../.."},
+        {"index": "images/../../metadata/root.json"},
+    ],
+    ids=["index", "store", "index-inside"],
+)
+def test_chunk_index_path_outside_the_repository(world: TufWorld, chunks: dict[str, str]) -> None:
+    # A correctly signed channel document whose chunk index or chunk store leaves the
+    # repository: refused before any byte is fetched, whatever else the document says.
+    _signed_channel(world, lambda doc: doc["image"].update(chunks=chunks))
+    err = refused(world, world.agent(), "unsafe_target_path")
+    assert "'..'" in str(err)
 
 
 def test_swapped_image_of_another_channel(tmp_path: Path, images: dict[str, bytes]) -> None:

@@ -72,13 +72,14 @@ class TufWorld:
         images: dict[str, bytes],
         *,
         clock: Callable[[], dt.datetime] | None = None,
+        slot_size: int = 2 * IMAGE_BYTES,
         **init: Any,
     ) -> TufWorld:
         root.mkdir(parents=True, exist_ok=True)
         box = Sandbox(root)
         for slot, version in ((Slot.A, "1.0.0"), (Slot.B, "0.9.0")):
             with box.slot(slot).open("wb") as f:
-                f.truncate(2 * IMAGE_BYTES)
+                f.truncate(slot_size)
                 f.write(images[version])
         PythonBackend(box.grubenv).set(
             {"active_slot": "A", "boot_counter": "3", "boot_success": "1"}
@@ -102,9 +103,13 @@ class TufWorld:
     def cache(self) -> Path:
         return self.state.parent / "tuf"
 
-    def publish(self, version: str, *, channel: str = "stable", compress: str = "gzip") -> None:
+    def publish(
+        self, version: str, *, channel: str = "stable", compress: str = "gzip", chunks: bool = False
+    ) -> None:
+        """Publish an image; without a chunk index unless asked, so that the attacks on the
+        image target meet the full download (with an index the box would not fetch it)."""
         publish_signed(self.repo, version, self.images[version], channel=channel,
-                            compress=compress)  # fmt: skip
+                       compress=compress, chunks=chunks)  # fmt: skip
 
     def url(self, served: Path | None = None) -> str:
         return (served or self.repo.served).as_uri() + "/"
@@ -138,7 +143,13 @@ class TufWorld:
     def settings(self, server: str, **extra: str) -> Any:
         return load_settings(self.flags(server, **extra), environ={})
 
-    def agent(self, server: str | None = None, *, http: HttpFetcher | None = None) -> Any:
+    def agent(
+        self,
+        server: str | None = None,
+        *,
+        http: HttpFetcher | None = None,
+        events: Callable[..., None] | None = None,
+    ) -> Any:
         settings = self.settings(server or self.url())
         fetcher = TufFetcher(
             trust_root=self.shipped_root,
@@ -152,7 +163,14 @@ class TufWorld:
             {Slot.A: str(self.box.slot(Slot.A)), Slot.B: str(self.box.slot(Slot.B))},
             chunk_size=64 << 10,
         )
-        return bootstrap(settings, fetcher=fetcher, slots=slots, kube=self.kube, probes=self.probes)
+        return bootstrap(
+            settings,
+            fetcher=fetcher,
+            slots=slots,
+            kube=self.kube,
+            probes=self.probes,
+            events=events,
+        )
 
     def slot_digest(self, slot: Slot = Slot.B) -> str:
         return hashlib.sha256(self.box.slot(slot).read_bytes()).hexdigest()

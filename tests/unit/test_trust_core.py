@@ -95,11 +95,30 @@ def test_channel_document_round_trips() -> None:
         ({"raw_sha256": "z" * 64}, "raw_sha256"),
         ({"chunk_size": 10}, "chunk_size"),
         ({"chunk_sha256": []}, "chunk_sha256"),
+        ({"chunks": ["images/x.chunks"]}, "image.chunks must be an object"),
+        ({"chunks": {"store": "chunks"}}, "None"),
+        ({"chunks": {"index": "images/x.chunks", "store": "chunks/"}}, "segment ''"),
+        ({"chunks": {"index": "images/x.chunks", "store": "/srv/chunks"}}, "absolute"),
     ],
 )
 def test_bad_channel_documents_name_the_field(change: dict[str, Any], match: str) -> None:
     with pytest.raises((InvalidChannel, UnsafeTargetPath), match=match):
         parse_channel(json.dumps(_doc(**change)), channel="stable")
+
+
+def test_a_chunk_index_round_trips_and_the_store_defaults_to_chunks() -> None:
+    chunks = {"index": "images/kubesolo-os-1.3.0.chunks", "store": "store/v1"}
+    doc = parse_channel(json.dumps(_doc(chunks=chunks)), channel="stable")
+    assert doc.image.chunks is not None
+    assert (doc.image.chunks.index, doc.image.chunks.store) == (chunks["index"], "store/v1")
+    assert channel_document(doc) == _doc(chunks=chunks)
+    only = parse_channel(json.dumps(_doc(chunks={"index": "i.chunks"})), channel="stable")
+    assert only.image.chunks is not None and only.image.chunks.store == "chunks"
+    assert parse_channel(json.dumps(_doc()), channel="stable").image.chunks is None
+    assert (
+        "chunks"
+        not in channel_document(parse_channel(json.dumps(_doc()), channel="stable"))["image"]
+    )
 
 
 def test_a_document_of_another_channel_is_refused() -> None:
