@@ -9,6 +9,13 @@ the disk: the grubenv GRUB will see next, state.json on the data partition,
 the slots' versions. See tests/hardware/wholebox/ for how the box is built
 and what in it is a stand-in (Kubernetes and containerd only).
 
+Every release is signed: the release disk holds a TUF repository made by
+kubesolo-release's code, the slots ship its root.json, and every update
+asserts that the agent in the guest verified it through TUF
+(:func:`_verified_by_tuf`). The first update also meets what a compromised
+mirror would serve, a tampered image and an expired timestamp, which the
+agent must refuse (exit 6) before one byte reaches the passive partition.
+
 A scenario is a function that boots and asserts; each test waits for its
 scenario's outcome. The selected scenarios run two at a time (one QEMU per
 core; ``KUBESOLO_WHOLEBOX_JOBS`` changes that): each is one single-threaded
@@ -29,9 +36,8 @@ from typing import Any
 import pytest
 
 from kubesolo_core.slots import Slot
-from tests.hardware.wholebox import driver
+from tests.hardware.wholebox import driver, signing
 from tests.hardware.wholebox.driver import Boot, WholeBox
-from tests.hardware.wholebox.release import compressed
 from tests.hardware.wholebox.rootfs import SlotVariant, base_tree, slot_image
 from tests.tools import require_tool
 
@@ -47,14 +53,16 @@ HEALTHY = SlotVariant(version=NEW)
 NOT_READY = SlotVariant(version=NEW, health="node-not-ready")
 NO_CONTAINERD = SlotVariant(version=NEW, health="containerd-down")
 BROKEN = SlotVariant(version=NEW, broken_init=True)
-VARIANTS = (SlotVariant(version=OLD), HEALTHY, SlotVariant(version=NEWER))
+SECOND = SlotVariant(version=NEWER)
+#: what every box runs on slot A when it is made
+FIRST = SlotVariant(version=OLD)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _box(tmp: Path, name: str, **kwargs: Any) -> WholeBox:
-    return WholeBox.build(tmp, name, slot_a=SlotVariant(version=OLD), **kwargs)
+    return WholeBox.build(tmp, name, slot_a=FIRST, **kwargs)
 
 
 def _ran(boot: Boot, slot: Slot, version: str) -> None:
@@ -75,8 +83,42 @@ def _state(boot: Boot) -> dict[str, Any]:
     return boot.state
 
 
+def _verified_by_tuf(box: WholeBox, boot: Boot) -> None:
+    """The agent in the guest took the release it applied through TUF, under the shipped root.
+
+    ``apply --json`` names the trust mode and root; ngclient's metadata cache
+    on the data partition (next to state.json) holds the very timestamp the
+    signed repository serves, and only verified metadata is ever stored
+    there; the image the agent verified on the slot is the one the signed
+    channel document names.
+    """
+    doc = boot.documents.get("apply")
+    assert doc is not None and doc["ok"] is True, boot.tail()
+    assert doc["trust"]["mode"] == "tuf", doc["trust"]
+    assert doc["trust"]["trust_root"] == signing.GUEST_TRUST_ROOT, doc["trust"]
+    assert "UNSIGNED" not in boot.result.serial, boot.tail()
+    repo = box.repository
+    assert repo is not None
+    served = (repo.metadata_dir / "timestamp.json").read_bytes()
+    assert box.tuf_metadata("timestamp") == served, "the guest's TUF cache is not the served one"
+    channel = signing.channel_document(repo)
+    assert channel["version"] == _state(boot)["to_version"]
+    assert _state(boot)["image_sha256"] == channel["image"]["raw_sha256"]
+
+
+def _refused(boot: Boot, how: str, reason: str) -> None:
+    """The agent refused what the mirror ``how`` served: exit 6, ``reason``, no sector written."""
+    name = f"refuse-{how}"
+    assert _rc(boot, name) == 6, boot.tail()
+    doc = boot.documents.get(name)
+    assert doc is not None, boot.tail()
+    assert (doc["ok"], doc["exit_code"], doc["trust"]["mode"]) == (False, 6, "tuf"), doc
+    assert [r["reason"] for r in doc["refusals"]] == [reason], doc
+    assert boot.written.get(name) == 0, f"{boot.written.get(name)} sectors reached the passive slot"
+
+
 def _update(box: WholeBox, plan: str = "apply,activate-reboot") -> Boot:
-    """One boot on the committed slot that applies and activates the offered release."""
+    """One boot on the committed slot that applies and activates the offered (signed) release."""
     booted = box.boots[-1].grub_slot if box.boots else Slot.A
     assert booted is not None
     boot = box.boot(plan)
@@ -88,6 +130,7 @@ def _update(box: WholeBox, plan: str = "apply,activate-reboot") -> Boot:
     assert boot.env == {"active_slot": target.value, "boot_counter": "3", "boot_success": "0"}
     state = _state(boot)
     assert (state["phase"], state["target_slot"]) == ("activated", target.value)
+    _verified_by_tuf(box, boot)
     return boot
 
 
@@ -97,11 +140,17 @@ def _update(box: WholeBox, plan: str = "apply,activate-reboot") -> Boot:
 def healthy_update_commits(tmp: Path) -> WholeBox:
     """1. Boot A, apply and activate B, reboot; GRUB trials B; the agent in B commits."""
     box = _box(tmp, "1 healthy update A->B (and 5: B->A on the same box)")
-    box.publish(HEALTHY)
-    update = _update(box, "measure,check,apply,activate-reboot")
+    # The release disk also carries what a compromised mirror would serve.
+    box.publish(HEALTHY, attacks=signing.ATTACKS)
+    update = _update(
+        box,
+        "measure,check,refuse-tampered-image,refuse-expired-timestamp,apply,activate-reboot",
+    )
     _ran(update, Slot.A, OLD)
     for step in ("python-start", "agent-version", "agent-status", "check"):
         assert _rc(update, step) == 0, f"{step}\n{update.tail()}"
+    _refused(update, "tampered-image", "hash_mismatch")
+    _refused(update, "expired-timestamp", "expired_metadata")
     assert update.env == TRIAL_B
     # GRUB's first trial boot of B: counted down, and the agent in B commits.
     trial = box.boot()
@@ -130,7 +179,7 @@ def healthy_update_commits(tmp: Path) -> WholeBox:
 
 def second_update_goes_back_to_a(box: WholeBox) -> WholeBox:
     """5. On the box scenario 1 left committed on B: update again, into A, and commit."""
-    box.publish(SlotVariant(version=NEWER))
+    box.publish(SECOND)
     update = _update(box, "check,apply,activate-reboot")
     _ran(update, Slot.B, NEW)
     assert (_state(update)["from_version"], _state(update)["to_version"]) == (NEW, NEWER)
@@ -258,32 +307,34 @@ def kernel_panic_in_b_rolled_back_by_grub_alone(tmp: Path) -> WholeBox:
 
 # --------------------------------------------------------------------------- the runner
 
-#: test name -> (scenario, the release variants it boots, the test whose box it continues)
-SCENARIOS: dict[str, tuple[Callable[..., WholeBox], tuple[SlotVariant, ...], str | None]] = {
-    "test_healthy_update_commits": (healthy_update_commits, (), None),
+#: one box's signed repository after each of its publications: the releases in order
+Repo = tuple[SlotVariant, ...]
+#: test name -> (scenario, the repositories its box is offered, the test whose box it continues)
+SCENARIOS: dict[str, tuple[Callable[..., WholeBox], tuple[Repo, ...], str | None]] = {
+    "test_healthy_update_commits": (healthy_update_commits, ((HEALTHY,),), None),
     "test_second_update_goes_back_to_a": (
         second_update_goes_back_to_a,
-        (),
+        ((HEALTHY, SECOND),),
         "test_healthy_update_commits",
     ),
     "test_unhealthy_release_is_rolled_back_by_grub": (
         unhealthy_release_is_rolled_back_by_grub,
-        (NOT_READY,),
+        ((NOT_READY,),),
         None,
     ),
     "test_auto_rollback_after_two_failed_health_checks": (
         auto_rollback_after_two_failed_checks,
-        (NO_CONTAINERD,),
+        ((NO_CONTAINERD,),),
         None,
     ),
     "test_power_cuts_mid_apply_then_mid_activate": (
         power_cuts_mid_apply_then_mid_activate,
-        (),
+        ((HEALTHY,),),
         None,
     ),
     "test_kernel_panic_in_b_is_rolled_back_by_grub_alone": (
         kernel_panic_in_b_rolled_back_by_grub_alone,
-        (BROKEN,),
+        ((BROKEN,),),
         None,
     ),
 }
@@ -342,10 +393,12 @@ def outcomes(
             chain.append(name)
         elif not any(name in c for c in chains):
             chains.append([name])
-    # Build every image first (cached across runs), so the jobs only boot.
+    # Build every image and sign every repository first (cached across runs), so
+    # the jobs only boot.
     base = base_tree()
-    for variant in {*VARIANTS, *(v for n in selected for v in SCENARIOS[n][1])}:
-        compressed(slot_image(variant, base))
+    slot_image(FIRST, base)
+    for releases in {repo for n in selected for repo in SCENARIOS[n][1]}:
+        signing.published([(v.version, slot_image(v, base)) for v in releases])
     driver.RUN["setup"] = time.monotonic() - started
     futures = {name: concurrent.futures.Future[Any]() for chain in chains for name in chain}
     driver.RUN["jobs"] = _jobs()

@@ -129,7 +129,9 @@ def install_agent(root: Path, tree: Path) -> list[str]:
         root,
         "-I",
         "-c",
-        "import zstandard, kubesolo_entrypoints.cli; zstandard.ZstdDecompressor()",
+        "import zstandard, kubesolo_entrypoints.cli, kubesolo_adapters.tuf, tuf.ngclient;"
+        " from cryptography.hazmat.primitives.asymmetric import ed25519;"
+        " zstandard.ZstdDecompressor(); ed25519.Ed25519PrivateKey.generate()",
     )
     if check.returncode != 0:
         raise RuntimeError(f"the guest's python cannot import the agent: {check.stderr[-800:]}")

@@ -8,10 +8,10 @@ The next boot is the next call: the disk keeps whatever the last one left.
 
 After every boot the host inspects the disk image file without root and
 without mounting it: the grubenv on the ESP with mtools, the data partition
-(state.json, the guest's boots.log) with debugfs on a copy whose journal
-e2fsck has replayed (after a power cut the last fsynced writes may still
-sit in the journal, as they would for the next boot's kernel), and each
-slot's /version with debugfs.
+(state.json, the agent's TUF metadata cache, the guest's boots.log) with
+debugfs on a copy whose journal e2fsck has replayed (after a power cut the
+last fsynced writes may still sit in the journal, as they would for the next
+boot's kernel), and each slot's /version with debugfs.
 """
 
 from __future__ import annotations
@@ -19,22 +19,24 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from kubesolo_core.slots import Slot
+from kubesolo_entrypoints.publisher.repo import Repository
 from tests.hardware.diskimage import DiskLayout, DiskSizes, Partition, build_disk_image
 from tests.hardware.diskimage import read_grubenv as _read_grubenv
 from tests.hardware.harness import GRUB_CFG, STATS
 from tests.hardware.qemu import BootResult, QemuRunner
-from tests.hardware.wholebox import release
+from tests.hardware.wholebox import release, signing
 from tests.hardware.wholebox.rootfs import MIB, SlotVariant, base_tree, slot_image
 
 __all__ = ["RUN", "SCENARIOS", "STOP", "Boot", "ScenarioStats", "WholeBox", "summary_lines"]
@@ -46,6 +48,8 @@ _INIT = re.compile(r"KSOLO-INIT slot=(\S*) version=(\S*) uptime=([0-9.]+)")
 _INITRAMFS = re.compile(r"KSOLO-INITRAMFS uptime=([0-9.]+)")
 _END = re.compile(r"KSOLO-END (reboot|poweroff)")
 _STATUS = re.compile(r"KSOLO-STATUS-BEGIN\n(.*?)\nKSOLO-STATUS-END", re.DOTALL)
+_DOC = re.compile(r"KSOLO-JSON-BEGIN name=(\S+)\n(.*?)\nKSOLO-JSON-END", re.DOTALL)
+_WRITTEN = re.compile(r"KSOLO-WRITTEN name=(\S+) device=\S+ sectors=(-?\d+)")
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +82,10 @@ class Boot:
     end: str | None = None
     panicked: bool = False
     status: dict[str, Any] | None = None
+    #: step name -> the JSON document its ``--json`` command printed (None: not JSON)
+    documents: dict[str, Any] = attrs.field(factory=dict)
+    #: step name -> sectors the kernel wrote to the passive partition during it
+    written: dict[str, int] = attrs.field(factory=dict)
     # filled by the host's look at the disk afterwards
     env: dict[str, str] | None = None
     state: dict[str, Any] | None = None
@@ -222,6 +230,9 @@ class WholeBox:
     #: the agent settings of box.env, kept across boots (KUBESOLO_UPDATE_*)
     settings: dict[str, str] = attrs.field(factory=dict)
     boots: list[Boot] = attrs.field(factory=list)
+    #: the releases published so far, in order, and the signed repository serving them
+    releases: list[SlotVariant] = attrs.field(factory=list)
+    repository: Repository | None = None
 
     @classmethod
     def build(
@@ -262,10 +273,23 @@ class WholeBox:
     def _control(self, plan: str) -> dict[str, str]:
         return {**self.settings, "KSOLO_PLAN": plan}
 
-    def publish(self, variant: SlotVariant) -> None:
-        """Offer ``variant`` as the release on the release disk."""
-        files = release.release_files(variant.version, slot_image(variant))
+    def publish(self, variant: SlotVariant, *, attacks: Sequence[str] = ()) -> Repository:
+        """Sign ``variant`` as this box's next release and offer it on the release disk.
+
+        The disk serves the box's signed repository with every release so far
+        published in order (so its metadata versions only rise, as the
+        guest's metadata cache demands); ``attacks`` (see
+        :data:`signing.ATTACKS`) add what a compromised mirror would serve.
+        """
+        self.releases.append(variant)
+        repo = signing.published([(v.version, slot_image(v)) for v in self.releases])
+        mirrors = {
+            how: signing.attack(repo, how, self.workdir / "attacks" / how) for how in attacks
+        }
+        files = release.release_files(repo.served, mirrors)
         release.build_release_disk(self.release_disk, files, self._control(""))
+        self.repository = repo
+        return repo
 
     # ----------------------------------------------------------------- power
 
@@ -330,6 +354,10 @@ class WholeBox:
                 raise AssertionError(f"e2fsck on the data partition: {fsck.stderr or fsck.stdout}")
             return _debugfs_cat(copy, path)
 
+    def tuf_metadata(self, role: str) -> bytes | None:
+        """The agent's trusted ``role`` metadata, cached next to state.json (data partition)."""
+        return self._data_file(f"/update/tuf/{role}.json")
+
     def state(self) -> dict[str, Any] | None:
         """state.json on the data partition; None when the agent never wrote one."""
         raw = self._data_file("/update/state.json")
@@ -351,6 +379,7 @@ class WholeBox:
         """Remove the disk images (a few hundred MiB); the serial logs stay."""
         for image in (self.layout.path, self.release_disk):
             image.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir / "attacks", ignore_errors=True)
 
 
 def _parse_serial(boot: Boot) -> None:
@@ -371,3 +400,9 @@ def _parse_serial(boot: Boot) -> None:
             boot.status = json.loads(m[1])
         except ValueError:
             boot.status = None
+    for m in _DOC.finditer(serial):
+        try:
+            boot.documents[m[1]] = json.loads(m[2])
+        except ValueError:
+            boot.documents[m[1]] = None
+    boot.written = {m[1]: int(m[2]) for m in _WRITTEN.finditer(serial)}

@@ -2,13 +2,12 @@
 
 The guest has no network at all. The host writes what a release server
 would serve onto a FAT disk labelled KSOLOREL, which the guest mounts
-read-only at /mnt/release; the agent's ``server=`` is
-``file:///mnt/release/release.json``.
-
-What goes on the disk is one function, :func:`release_files`: today the
-release document of DESIGN.md 5 next to its zstd-compressed image. When
-releases are signed (a TUF repository made by ``kubesolo-release``), that
-function returns the repository's files instead and nothing else changes.
+read-only at /mnt/release. What goes on the disk is :func:`release_files`:
+the ``repository/`` of a signed TUF repository made by ``kubesolo-release``'s
+code (:mod:`tests.hardware.wholebox.signing`), which the agent's
+``server=file:///mnt/release/repository/`` names, and, when a scenario asks
+for them, what a compromised mirror would serve instead under
+``attacks/<how>/`` (the init's ``refuse-<how>`` points the agent there).
 
 The disk also carries ``control/box.env``, the host's requests for the next
 boot (read by guestfs/init: the agent's KUBESOLO_UPDATE_* settings and
@@ -17,8 +16,6 @@ KSOLO_PLAN), rewritten in place with mtools between boots.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import subprocess
@@ -26,60 +23,32 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-import zstandard
-
 from tests.hardware.wholebox.rootfs import MIB
 
-__all__ = ["LABEL", "build_release_disk", "compressed", "release_files", "write_control"]
+__all__ = ["LABEL", "build_release_disk", "release_files", "write_control"]
 
 LABEL = "KSOLOREL"
 _MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def compressed(image: Path) -> Path:
-    """``IMAGE.zst`` next to the (cached) slot image, made once."""
-    target = image.with_name(image.name + ".zst")
-    if target.is_file():
-        target.touch()  # in use: the cache keeps it
-    else:
-        partial = target.with_name(target.name + ".part")
-        compressor = zstandard.ZstdCompressor(level=3, threads=-1)
-        with image.open("rb") as src, partial.open("wb") as dst:
-            compressor.copy_stream(src, dst)
-        partial.replace(target)
-    return target
-
-
-def release_files(version: str, image: Path) -> dict[str, Path | bytes]:
-    """What the release server offers for ``image``: the release document and the image.
-
-    DESIGN.md 5: ``release.json`` names the compressed image (relative URL),
-    its size and SHA-256 as served, and the size and SHA-256 of the raw
-    filesystem the agent writes and reads back.
-    """
-    served = compressed(image)
-    name = f"kubesolo-os-{version}.img.zst"
-    document = {
-        "schema": 1,
-        "version": version,
-        "image": {
-            "url": name,
-            "sha256": _sha256(served),
-            "size": served.stat().st_size,
-            "compression": "zstd",
-            "raw_size": image.stat().st_size,
-            "raw_sha256": _sha256(image),
-        },
+def _tree(folder: Path, under: str) -> dict[str, Path]:
+    return {
+        f"{under}/{path.relative_to(folder).as_posix()}": path
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
     }
-    return {"release.json": json.dumps(document, indent=1).encode(), name: served}
+
+
+def release_files(served: Path, attacks: Mapping[str, Path] | None = None) -> dict[str, Path]:
+    """What the release disk offers: the repository folder ``served``, and attacked mirrors.
+
+    Keys are paths on the disk: ``repository/metadata/timestamp.json``...,
+    ``attacks/<how>/...`` for each of ``attacks`` (how -> folder to serve).
+    """
+    files = _tree(served, "repository")
+    for how, folder in (attacks or {}).items():
+        files.update(_tree(folder, f"attacks/{how}"))
+    return files
 
 
 def _mtools(*argv: str) -> None:
@@ -99,14 +68,28 @@ def build_release_disk(
         capture_output=True,
         timeout=120,
     )
-    _mtools("mmd", "-i", str(path), "::/control")
+    folders = {"control"}
+    for name in files:
+        parts = name.split("/")[:-1]
+        folders.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    # mmd makes one level at a time: parents first (sorted puts "a" before "a/b")
+    _mtools("mmd", "-i", str(path), *(f"::/{folder}" for folder in sorted(folders)))
     with tempfile.TemporaryDirectory(prefix="ksolo-release-") as tmp:
-        for name, content in files.items():
+        by_folder: dict[str, list[str]] = {}
+        for index, (name, content) in enumerate(sorted(files.items())):
+            folder, _, base = name.rpartition("/")
             source = content
-            if isinstance(content, bytes):
-                source = Path(tmp) / name
-                source.write_bytes(content)
-            _mtools("mcopy", "-i", str(path), str(source), f"::/{name}")
+            if isinstance(content, bytes) or content.name != base:
+                # mcopy names the copy after its source: stage it under its disk name
+                source = Path(tmp) / str(index) / base
+                source.parent.mkdir()
+                if isinstance(content, bytes):
+                    source.write_bytes(content)
+                else:
+                    source.symlink_to(content.resolve())
+            by_folder.setdefault(folder, []).append(str(source))
+        for folder, sources in by_folder.items():
+            _mtools("mcopy", "-i", str(path), *sources, f"::/{folder}/" if folder else "::/")
     write_control(path, control)
     return path
 

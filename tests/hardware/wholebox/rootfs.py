@@ -8,6 +8,7 @@ A slot's ext4 filesystem holds everything one release of the box is:
     /usr/lib/python3/dist-packages   the agent and its dependencies (agentpkg.py)
     /usr/sbin/kubesolo-update-boot   deploy/kubesolo-update-boot, as shipped
     /etc/kubesolo/update.conf        where this box keeps its grubenv, server...
+    /etc/kubesolo/root.json          the TUF root its releases are signed under (signing.py)
     /usr/lib/kubesolo-standin, /usr/bin/kubectl   the health stand-ins
     /etc/kubesolo-standin/health     how healthy this release is (ok, or a failure)
     /version                         the release's version
@@ -17,7 +18,7 @@ cached under ``~/.cache/kubesolo-update/wholebox``: the Debian package
 versions, the kernel, busybox, the agent's source and dependency pins, and
 the builder's own files. A slot image per variant (version, health, a broken
 init) is made from it with ``mkfs.ext4 -d`` (no root, no mount) and cached
-the same way, so a rerun builds nothing.
+the same way, keyed also by the trust root it ships, so a rerun builds nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 import attrs
 
 from tests.hardware.guest import cache_dir
-from tests.hardware.wholebox import agentpkg, debs, kernel, runtime
+from tests.hardware.wholebox import agentpkg, debs, kernel, runtime, signing
 
 __all__ = ["MIB", "BaseTree", "SlotVariant", "base_tree", "slot_image"]
 
@@ -52,9 +53,12 @@ UPDATE_CONF = """\
 # The test box's agent configuration (DESIGN.md 5). The data partition is
 # mounted at /var/lib/kubesolo (state.json, the disk probe), the ESP at
 # /boot/efi, the release disk at /mnt/release (read-only, no network).
-server=file:///mnt/release/release.json
-# the release disk holds a plain release document: unsigned, by name
-allow_unsigned=true
+# Releases are signed: the release disk holds a TUF repository made by
+# kubesolo-release, and this image ships its root (signing.py). ngclient's
+# metadata cache lives next to state.json, on the data partition.
+server=file:///mnt/release/repository/
+trust_root=/etc/kubesolo/root.json
+channel=stable
 bootloader=grub
 grubenv=/boot/efi/EFI/BOOT/grubenv
 # The stand-ins' pods start with the boot: hold them running 3 s, and give an
@@ -196,12 +200,19 @@ def base_tree() -> BaseTree:
 STALE_SECONDS = 3 * 24 * 3600
 
 
+def _slot_key(base: BaseTree | str) -> str:
+    """What names the slot images of ``base`` (or of the base key): the base and the root."""
+    key = base if isinstance(base, str) else base.key
+    return f"{key}-{signing.root_digest()[:12]}"
+
+
 def _prune(folder: Path, key: str) -> None:
     """Forget base trees and slot images of other inputs not used for a while."""
     cutoff = time.time() - STALE_SECONDS
+    slots = _slot_key(key)
     for entry in [*folder.glob("base-*"), *folder.glob("slots/*")]:
-        if key in entry.name:
-            continue
+        if key in entry.name and (entry.parent.name != "slots" or slots in entry.name):
+            continue  # this base, and its slots that ship the current trust root
         with contextlib.suppress(OSError):
             if entry.stat().st_mtime < cutoff:
                 if entry.is_dir():
@@ -235,11 +246,15 @@ def _base_tree() -> BaseTree:
 
 
 def slot_image(variant: SlotVariant, base: BaseTree | None = None) -> Path:
-    """The ext4 image of one release (cached): the base tree plus the variant's files."""
+    """The ext4 image of one release (cached): the base tree plus the variant's files.
+
+    Every release ships the test key set's root.json, and its cache key names it.
+    """
     base = base or base_tree()
     folder = cache_dir() / "wholebox" / "slots"
     folder.mkdir(parents=True, exist_ok=True)
-    image = folder / f"{base.key}-{variant.name}.img"
+    trust_root = signing.trust_root()
+    image = folder / f"{_slot_key(base)}-{variant.name}.img"
     if image.is_file():
         image.touch()  # in use: not stale
         return image
@@ -248,6 +263,7 @@ def slot_image(variant: SlotVariant, base: BaseTree | None = None) -> Path:
         # Hard links: the variant replaces files, it never writes into shared ones.
         shutil.copytree(base.root, root, symlinks=True, copy_function=os.link)
         (root / "version").write_text(f"{variant.version}\n")
+        shutil.copyfile(trust_root, root / signing.GUEST_TRUST_ROOT.lstrip("/"))
         (root / "etc/kubesolo-standin/health").write_text(f"{variant.health}\n")
         if variant.broken_init:
             _install(kernel.GUESTFS / "broken-init", root / "sbin/init")
