@@ -32,11 +32,14 @@ does, for the channel document and for the image it names.
 
 Every refusal is a :class:`~kubesolo_core.refusals.TrustRefused` with a machine
 reason; a network failure stays a :class:`~kubesolo_core.errors.FetchError`.
+
+As in :mod:`kubesolo_adapters.http`, what only a fetch needs (the channel and
+release formats, hashing, python-tuf) is imported by the methods that fetch:
+every command builds this fetcher, and ``status`` never fetches.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,24 +47,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from kubesolo_adapters.http import FetchTooLong, HttpFetcher
-from kubesolo_core.channel import (
-    ChannelDoc,
-    InvalidChannel,
-    UnsafeTargetPath,
-    channel_target,
-    chunk_count,
-    parse_channel,
-    safe_target_path,
-)
+from kubesolo_adapters.http import HttpFetcher
 from kubesolo_core.errors import ConfigError, FetchError, VerifyError
-from kubesolo_core.ports import Progress
 from kubesolo_core.refusals import TrustRefused
-from kubesolo_core.release import ImageSpec, Release, release_document
 
 if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile
     from tuf.ngclient import Updater
+
+    from kubesolo_core.channel import ChannelDoc
+    from kubesolo_core.ports import Progress
+    from kubesolo_core.release import ImageSpec
 
 __all__ = ["CHANNEL_LIMIT", "TufFetcher", "classify_fetch_error"]
 
@@ -71,6 +67,8 @@ CHANNEL_LIMIT = 1 << 20
 
 def classify_fetch_error(exc: BaseException) -> str | None:
     """The refusal reason behind a FetchError of the HTTP layer, None for a plain failure."""
+    from kubesolo_adapters.download import FetchTooLong
+
     if isinstance(exc, FetchTooLong):
         return "length_mismatch"
     text = str(exc)
@@ -133,6 +131,8 @@ class TufFetcher:
         return consistent_snapshot(self.cache_dir)
 
     def _target_url(self, base: str, info: TargetFile) -> str:
+        from kubesolo_core.channel import UnsafeTargetPath, safe_target_path
+
         path = info.get_prefixed_paths()[0] if self._consistent() else info.path
         try:
             # the hash prefix comes from signed metadata too: judge the whole path
@@ -146,6 +146,12 @@ class TufFetcher:
     def fetch_release(self, url: str) -> bytes:
         """Refresh the metadata and return the channel's release as a DESIGN.md 5 document."""
         from kubesolo_adapters.tufclient import refusals as _refusals
+        from kubesolo_core.channel import (
+            InvalidChannel,
+            UnsafeTargetPath,
+            channel_target,
+            parse_channel,
+        )
 
         base = url if url.endswith("/") else f"{url}/"
         doc_path = channel_target(self.channel)
@@ -182,6 +188,9 @@ class TufFetcher:
         return self._release_doc(base, doc_path, doc, image)
 
     def _release_doc(self, base: str, doc_path: str, doc: ChannelDoc, image: TargetFile) -> bytes:
+        from kubesolo_core.channel import chunk_count
+        from kubesolo_core.release import ImageSpec, Release, release_document
+
         sha = image.hashes.get("sha256")
         if sha is None:
             raise TrustRefused(
@@ -271,6 +280,8 @@ def _chunk_verified(chunks: Iterator[bytes], vouched: _Vouched, what: str) -> It
     Pieces pass through without copies when they fall inside one chunk (the
     HTTP layer's pieces divide the chunk size); memory is one chunk.
     """
+    import hashlib
+
     size, step, hashes = vouched.size, vouched.chunk_size, vouched.chunk_sha256
     index = 0
     have = 0

@@ -8,18 +8,21 @@ are answered here, once, for the CLI, the metrics, the demo and library users.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from kubesolo_core.bootmodel import BootView
-from kubesolo_core.chunks import AdaptiveStats
-from kubesolo_core.lifecycle import UpdateState
-from kubesolo_core.policies import HealthReport, PreflightReport
-from kubesolo_core.ports import SlotInfo, WriteResult
-from kubesolo_core.reconcile import Reconciliation
-from kubesolo_core.refusals import Refusal
-from kubesolo_core.release import Release
-from kubesolo_core.slots import Slot
-from kubesolo_core.versions import Version
+if TYPE_CHECKING:  # annotations only: status need not load the release and health modules
+    from kubesolo_core.bootmodel import BootView
+    from kubesolo_core.chunks import AdaptiveStats
+    from kubesolo_core.lifecycle import UpdateState
+    from kubesolo_core.policies import HealthReport, PreflightReport
+    from kubesolo_core.ports import SlotInfo, WriteResult
+    from kubesolo_core.reconcile import Reconciliation
+    from kubesolo_core.refusals import Refusal
+    from kubesolo_core.release import Release
+    from kubesolo_core.slots import Slot
+    from kubesolo_core.versions import Version
 
 __all__ = [
     "ActivateResult",
