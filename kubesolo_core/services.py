@@ -6,9 +6,9 @@ order of durable writes in each operation is chosen so that a power cut after
 any of them leaves a box that boots a committed, verified slot; the
 crash-point tests in tests/unit enumerate every such cut.
 
-What only check, apply and healthcheck use (the release document, preflight,
-the adaptive path, the health policies) is imported by those methods, so
-``status`` loads none of it (bench/cli_startup.py times it).
+What only check, apply, activate and healthcheck use (the release document,
+preflight, the adaptive path, the health policies, their answers) is imported
+by those methods, so ``status`` loads none of it (bench/cli_startup.py).
 """
 
 from __future__ import annotations
@@ -26,21 +26,14 @@ from kubesolo_core.errors import (
 )
 from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
 from kubesolo_core.reconcile import Reconciliation, reconcile
-from kubesolo_core.results import (
-    ActivateResult,
-    ApplyResult,
-    CheckResult,
-    HealthOutcome,
-    HealthSettings,
-    SlotStatus,
-    StatusReport,
-)
+from kubesolo_core.results import HealthSettings, SlotStatus, StatusReport
 from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
 
 if TYPE_CHECKING:
     from kubesolo_core.adaptive import AdaptiveUpdater
     from kubesolo_core.bootmodel import BootView
+    from kubesolo_core.outcomes import ActivateResult, ApplyResult, CheckResult, HealthOutcome
     from kubesolo_core.policies import HealthReport
     from kubesolo_core.ports import (
         BootEnv,
@@ -148,6 +141,7 @@ class Agent:
     def check(self) -> CheckResult:
         """Passive: fetch the release document and compare. Never changes the state."""
         from kubesolo_core.admission import held_back
+        from kubesolo_core.outcomes import CheckResult
 
         release = self._release()
         view = self.boot_env.read()
@@ -176,6 +170,7 @@ class Agent:
         """Preflight, download, write and verify into the passive slot -> staged."""
         from kubesolo_core.adaptive import write_release
         from kubesolo_core.admission import admit
+        from kubesolo_core.outcomes import ApplyResult
         from kubesolo_core.release import verify_written
 
         state, _, view = self.reconciled()
@@ -287,6 +282,8 @@ class Agent:
 
     def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
+        from kubesolo_core.outcomes import ActivateResult
+
         state, _, view = self.reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
             raise InvalidOperation(

@@ -9,10 +9,10 @@ Conventions:
   ``kubesolo-update: error: ...`` and the exit code of
   :mod:`kubesolo_entrypoints.exitcodes` (never a traceback for bad input);
 * heavy modules (httpx, prometheus_client, rich, structlog) are imported by
-  the commands that need them, so ``status --json`` starts fast.
+  the commands that need them, so ``status --json`` starts fast; for the same
+  reason the annotations here are not postponed (no ``from __future__ import
+  annotations``): typer would evaluate every one of them as text at each start.
 """
-
-from __future__ import annotations
 
 import gc
 import sys

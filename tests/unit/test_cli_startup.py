@@ -43,6 +43,7 @@ FORBIDDEN = (
     "kubesolo_core.channel",
     "kubesolo_core.chunks",
     "kubesolo_core.adaptive",
+    "kubesolo_core.outcomes",
     "kubesolo_adapters.kubectl",
     "kubesolo_adapters.probes",
     "kubesolo_adapters.slotwriter",
