@@ -67,17 +67,24 @@ def test_an_agent_over_adapters_of_your_own() -> None:
     assert {row.info.slot: row.version for row in report.slots} == {Slot.A: "2.0.0", Slot.B: None}
 
 
+def files_box(tmp_path: Path) -> dict[str, str]:
+    """The config of a GRUB box made of files under ``tmp_path``."""
+    return {
+        "state": str(tmp_path / "state.json"),
+        "bootloader": "grub",
+        "grubenv": str(tmp_path / "grubenv"),
+        "slot_a": str(tmp_path / "a.img"),
+        "slot_b": str(tmp_path / "b.img"),
+        "cmdline": str(tmp_path / "cmdline"),
+    }
+
+
 def test_agent_from_config_builds_real_adapters(tmp_path: Path) -> None:
     events: list[str] = []
     kube = MemoryKube()
     agent = agent_from_config(
         {
-            "state": str(tmp_path / "state.json"),
-            "bootloader": "grub",
-            "grubenv": str(tmp_path / "grubenv"),
-            "slot_a": str(tmp_path / "a.img"),
-            "slot_b": str(tmp_path / "b.img"),
-            "cmdline": str(tmp_path / "cmdline"),
+            **files_box(tmp_path),
             # a plain release document (unsigned mode, asked for by name): the HTTP fetcher
             "allow_unsigned": "true",
         },
@@ -117,17 +124,7 @@ def test_ports_only_check_apply_and_healthcheck_use_are_built_on_first_use(
     (tmp_path / "a.img").write_bytes(b"\0" * 4096)
     (tmp_path / "b.img").write_bytes(b"\0" * 4096)
     (tmp_path / "cmdline").write_text("kubesolo.slot=A\n")
-    agent = agent_from_config(
-        {
-            "state": str(tmp_path / "state.json"),
-            "bootloader": "grub",
-            "grubenv": str(tmp_path / "grubenv"),
-            "slot_a": str(tmp_path / "a.img"),
-            "slot_b": str(tmp_path / "b.img"),
-            "cmdline": str(tmp_path / "cmdline"),
-            "data_dir": str(tmp_path / "data"),
-        }
-    )
+    agent = agent_from_config({**files_box(tmp_path), "data_dir": str(tmp_path / "data")})
     agent.status()
     deferred = [agent.kube, agent.probes, agent.adaptive]
     assert all(isinstance(port, OnFirstUse) and port._built is None for port in deferred)
