@@ -8,8 +8,11 @@ ratio (target: <= 1.5).
     python bench/cli_startup.py [-n 20]
 
 ``status`` does real work besides starting: it reads both slots' version
-files (one ``debugfs`` run each), the grubenv and the state file. Both
-commands run with the same interpreter and environment.
+files (straight from the ext2 images: kubesolo_adapters/extread.py), the
+grubenv and the state file. Both commands run with the same interpreter and
+environment, with the .pyc files of both written by the warm-up runs (as
+after an install: ``PYTHONDONTWRITEBYTECODE`` is dropped for the runs, or an
+editable checkout would be compiled from source at every start).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ def main() -> int:
         root = Path(tmp)
         status_argv = [*agent, *sample_box(root)]
         env = {**os.environ, "KUBESOLO_UPDATE_BOOT_ID": str(root / "boot_id")}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PATH"] = os.pathsep.join([env.get("PATH", ""), "/usr/sbin", "/sbin"])
         typer_argv = [sys.executable, "-c", "import typer"]
         for _ in range(2):  # warm the page cache and the .pyc files

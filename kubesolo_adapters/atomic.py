@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write", "fsync_dir"]
@@ -44,6 +43,8 @@ def atomic_write(path: Path | str, data: bytes, mode: int = 0o644) -> None:
     new file explicitly (the umask does not narrow it). Raises ``OSError``
     unchanged: callers wrap it in the error class of their port.
     """
+    import tempfile  # (and its random module) only for a write: reading commands skip it
+
     target = Path(path)
     directory = target.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)

@@ -13,22 +13,27 @@ together, one module each:
 * :mod:`kubesolo_adapters.slotwriter`: the verified write, which opens the
   slot only after :mod:`kubesolo_adapters.slotguard` proved, by identity, that
   it is not the other slot or anything mounted.
+
+The writer and the guard are imported by the methods that write: ``status``
+only resolves, sizes and reads versions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
-from kubesolo_adapters import slotguard
 from kubesolo_adapters.fsversion import read_version
 from kubesolo_adapters.slotfind import Resolver, Target, default_resolver, resolve, size_of
-from kubesolo_adapters.slotwriter import write_slot
 from kubesolo_core.errors import SlotConflict
-from kubesolo_core.ports import Progress, SlotInfo, WriteResult
-from kubesolo_core.release import ImageSpec
+from kubesolo_core.ports import SlotInfo
 from kubesolo_core.slots import Slot
+
+if TYPE_CHECKING:
+    from kubesolo_core.ports import Progress, WriteResult
+    from kubesolo_core.release import ImageSpec
 
 __all__ = ["BlockSlotStore"]
 
@@ -84,6 +89,8 @@ class BlockSlotStore:
         By identity (device and inode, disk extents), never by the spelling of
         the specs; a missing slot is preflight's business and passes here.
         """
+        from kubesolo_adapters import slotguard
+
         target = self._resolve(slot)
         ident = slotguard.identify(target.path) if target.kind and target.path else None
         if ident is None:
@@ -105,6 +112,8 @@ class BlockSlotStore:
         progress: Progress | None = None,
     ) -> WriteResult:
         """Stream ``chunks`` onto ``slot``, decompressed, then read back and verify."""
+        from kubesolo_adapters.slotwriter import write_slot
+
         return write_slot(
             self._resolve(slot),
             name=f"slot {slot.value}",

@@ -1,8 +1,9 @@
 """What a slot's filesystem says: its kind and label (from the first bytes), its ``version`` file.
 
-``read_version`` needs no root where it can: ``debugfs`` reads ext2/3/4 and
-``mtype`` (mtools) reads vfat, on image files and on devices, even mounted
-ones. Only other filesystems (or missing tools) fall back to a read-only
+``read_version`` needs no root where it can: an ext2/3/4 slot's ``version``
+is read directly (:mod:`kubesolo_adapters.extread`) or else by ``debugfs``,
+and ``mtype`` (mtools) reads vfat, on image files and on devices, even
+mounted ones. Only other filesystems (or missing tools) fall back to a read-only
 mount into a temporary directory, which needs root.
 """
 
@@ -13,12 +14,12 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
+from kubesolo_adapters.extread import read_root_file
 from kubesolo_adapters.inputs import open_input
 
 __all__ = ["FsProbe", "probe_filesystem", "read_head", "read_version"]
@@ -99,8 +100,12 @@ def read_version(path: str, *, is_file: bool) -> str | None:
         return None
     kind = probe_filesystem(head).kind
     data: bytes | None = None
-    if kind == "ext" and shutil.which("debugfs"):
-        # debugfs opens read-only and works on image files and mounted devices.
+    if kind == "ext":
+        # Read directly where the filesystem is plain (no process per slot at
+        # every ``status``), else debugfs, which opens read-only and works on
+        # image files and mounted devices.
+        data = read_root_file(path, "version", _VERSION_LIMIT + 1)
+    if kind == "ext" and data is None and shutil.which("debugfs"):
         data = _run_capped(["debugfs", "-R", "cat /version", path])
     elif kind == "vfat" and shutil.which("mtype"):
         data = _run_capped(
@@ -115,6 +120,8 @@ def read_version(path: str, *, is_file: bool) -> str | None:
 
 def _mount_read(path: str, kind: str | None, *, is_file: bool) -> bytes | None:
     """Mount read-only into a temporary directory, read /version, unmount (root only)."""
+    import tempfile  # the last resort only: status never gets here for ext2/3/4 or vfat
+
     options = ["ro"]
     if kind == "ext":
         options.append("noload")  # a read-only look must not replay the journal

@@ -1,8 +1,9 @@
 """The release server over HTTP(S) (httpx) and file:// URLs: the Fetcher port for real.
 
-Importing this module is cheap: httpx and ssl are imported by the methods
-that fetch (only check and apply do), so the composition root can build the
-fetcher for every command and ``status`` still never loads them.
+Importing this module is cheap: httpx and ssl, and the download machinery
+(:mod:`kubesolo_adapters.download`, the hashing stream), are imported by the
+methods that fetch (only check and apply do), so the composition root can
+build the fetcher for every command and ``status`` still never loads them.
 
 What a box on a bad link can expect:
 
@@ -34,26 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kubesolo_adapters.download import (
-    Download,
-    FetchStatusError,
-    FetchTooLong,
-    SpeedGuard,
-    TooSlow,
-)
 from kubesolo_adapters.inputs import InputTooLarge, open_input, read_input
-from kubesolo_adapters.streams import hashed
 from kubesolo_core.errors import FetchError, InvalidRelease, InvalidUrl
-from kubesolo_core.ports import Progress
-from kubesolo_core.release import IMAGE_SCHEMES, ImageSpec
 from kubesolo_core.urls import check_image_url, check_url, scheme_of
 
 if TYPE_CHECKING:
@@ -61,16 +51,32 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from kubesolo_adapters.download import FetchStatusError, FetchTooLong
+    from kubesolo_core.ports import Progress
+    from kubesolo_core.release import ImageSpec
+
 __all__ = ["RELEASE_LIMIT", "FetchStatusError", "FetchTooLong", "HttpFetcher"]
 
 #: a release document is a few hundred bytes; anything over this is not one
 RELEASE_LIMIT = 1 << 20
+
+
+def __getattr__(name: str) -> Any:
+    # The errors of a fetch live with the download machinery, loaded on first use.
+    if name in ("FetchStatusError", "FetchTooLong"):
+        from kubesolo_adapters import download
+
+        return getattr(download, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _USER_AGENT = "kubesolo-update"
 
 
 def _local_path(url: str) -> str | None:
     """The file system path of a file:// URL or a plain path; None for other schemes."""
+    from kubesolo_core.release import IMAGE_SCHEMES
+
     if scheme_of(url) is not None:
         try:  # urllib must never see a malformed URL (it raises ValueError)
             check_url(url, schemes=IMAGE_SCHEMES)
@@ -159,6 +165,8 @@ class HttpFetcher:
 
     def backoff_delay(self, failures: int, retry_after: float | None) -> float:
         """How long to wait after ``failures`` failures in a row (jittered, capped)."""
+        import random
+
         delay = min(self.max_backoff, self.backoff * 2 ** max(failures - 1, 0))
         delay *= random.uniform(0.5, 1.0)  # noqa: S311  (jitter, not cryptography)
         if retry_after is not None:
@@ -175,6 +183,14 @@ class HttpFetcher:
         root" from a failure.
         """
         import httpx
+
+        from kubesolo_adapters.download import (
+            Download,
+            FetchStatusError,
+            FetchTooLong,
+            SpeedGuard,
+            TooSlow,
+        )
 
         path = _local_path(url)
         if path is not None:
@@ -229,6 +245,10 @@ class HttpFetcher:
         SHA-256 are the release's (``check_hash=False``: the size only, for a
         caller that checks each piece against signed chunk hashes).
         """
+        from kubesolo_adapters.download import Download
+        from kubesolo_adapters.streams import hashed
+        from kubesolo_core.release import IMAGE_SCHEMES
+
         try:
             check_url(image.url, schemes=IMAGE_SCHEMES, relative=True)
             if scheme_of(release_url) is not None:

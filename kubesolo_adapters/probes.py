@@ -25,14 +25,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 import struct
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from kubesolo_core.policies import ProbeResult
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = ["LocalProbes"]
 
@@ -66,6 +69,8 @@ class LocalProbes:
 
     def containerd(self) -> ProbeResult:
         """containerd's socket accepts a connection and answers the HTTP/2 preface."""
+        import socket  # only the health check needs it, not every command that builds probes
+
         path = self.containerd_socket
         what = f"containerd socket {path}"
         deadline = time.monotonic() + self.timeout

@@ -41,11 +41,14 @@ store it names.
 
 Every refusal is a :class:`~kubesolo_core.refusals.TrustRefused` with a machine
 reason; a network failure stays a :class:`~kubesolo_core.errors.FetchError`.
+
+As in :mod:`kubesolo_adapters.http`, what only a fetch needs (the channel and
+release formats, hashing, python-tuf) is imported by the methods that fetch:
+every command builds this fetcher, and ``status`` never fetches.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,24 +56,17 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from kubesolo_adapters.http import FetchTooLong, HttpFetcher
-from kubesolo_core.channel import (
-    ChannelDoc,
-    InvalidChannel,
-    UnsafeTargetPath,
-    channel_target,
-    chunk_count,
-    parse_channel,
-    safe_target_path,
-)
+from kubesolo_adapters.http import HttpFetcher
 from kubesolo_core.errors import ConfigError, FetchError, VerifyError
-from kubesolo_core.ports import Progress
 from kubesolo_core.refusals import TrustRefused
-from kubesolo_core.release import ChunksSpec, ImageSpec, Release, release_document
 
 if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile
     from tuf.ngclient import Updater
+
+    from kubesolo_core.channel import ChannelDoc
+    from kubesolo_core.ports import Progress
+    from kubesolo_core.release import ChunksSpec, ImageSpec
 
 __all__ = ["CHANNEL_LIMIT", "TufFetcher", "classify_fetch_error"]
 
@@ -80,6 +76,8 @@ CHANNEL_LIMIT = 1 << 20
 
 def classify_fetch_error(exc: BaseException) -> str | None:
     """The refusal reason behind a FetchError of the HTTP layer, None for a plain failure."""
+    from kubesolo_adapters.download import FetchTooLong
+
     if isinstance(exc, FetchTooLong):
         return "length_mismatch"
     text = str(exc)
@@ -142,6 +140,8 @@ class TufFetcher:
         return consistent_snapshot(self.cache_dir)
 
     def _target_url(self, base: str, info: TargetFile) -> str:
+        from kubesolo_core.channel import UnsafeTargetPath, safe_target_path
+
         path = info.get_prefixed_paths()[0] if self._consistent() else info.path
         try:
             # the hash prefix comes from signed metadata too: judge the whole path
@@ -155,6 +155,12 @@ class TufFetcher:
     def fetch_release(self, url: str) -> bytes:
         """Refresh the metadata and return the channel's release as a DESIGN.md 5 document."""
         from kubesolo_adapters.tufclient import refusals as _refusals
+        from kubesolo_core.channel import (
+            InvalidChannel,
+            UnsafeTargetPath,
+            channel_target,
+            parse_channel,
+        )
 
         base = url if url.endswith("/") else f"{url}/"
         doc_path = channel_target(self.channel)
@@ -205,6 +211,8 @@ class TufFetcher:
         self, base: str, doc: ChannelDoc, index: TargetFile | None
     ) -> ChunksSpec | None:
         """The index as TUF vouches for it (URL, length, SHA-256) and the store's URL."""
+        from kubesolo_core.release import ChunksSpec
+
         if doc.image.chunks is None or index is None:
             return None
         return ChunksSpec(
@@ -222,6 +230,9 @@ class TufFetcher:
         image: TargetFile,
         index: TargetFile | None = None,
     ) -> bytes:
+        from kubesolo_core.channel import chunk_count
+        from kubesolo_core.release import ImageSpec, Release, release_document
+
         sha = _sha256(image)
         chunks = doc.image.chunk_sha256
         if chunks and len(chunks) != chunk_count(image.length, doc.image.chunk_size):
@@ -318,6 +329,8 @@ def _chunk_verified(chunks: Iterator[bytes], vouched: _Vouched, what: str) -> It
     Pieces pass through without copies when they fall inside one chunk (the
     HTTP layer's pieces divide the chunk size); memory is one chunk.
     """
+    import hashlib
+
     size, step, hashes = vouched.size, vouched.chunk_size, vouched.chunk_sha256
     index = 0
     have = 0

@@ -11,24 +11,36 @@ no text field holds a control character (``status`` prints them on an
 operator's terminal). :func:`looks_like_state` tells a damaged state file of
 ours (set aside and recovered from) from some other file that ``--state``
 points at by mistake (left alone).
+
+cattrs is the reference, kept off the hot path (importing it and building
+its structuring code cost ``status --json`` more than its own work; see
+bench/cli_startup.py): a document (after its migrations) whose every value
+has its exact JSON type, as :func:`dumps_state` writes it, is read by
+:func:`_structure_exact` with the converter's own hooks; any other value (a
+wrong type, an unknown key) goes to the converter, which converts it or
+names the culprit. Values go out through :func:`_plain`, field by field as
+the converter unstructures them. tests/unit/test_codec_fast.py holds both
+shortcuts equal to cattrs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import functools
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import cattrs
-from cattrs.preconf.json import make_converter
 
 from kubesolo_core.errors import CorruptInput, CorruptState
-from kubesolo_core.lifecycle import SCHEMA_VERSION, UpdateState
+from kubesolo_core.lifecycle import SCHEMA_VERSION, Phase, UpdateState
+from kubesolo_core.slots import Slot
 from kubesolo_core.versions import Version
 
-_converter = make_converter(forbid_extra_keys=True)
+if TYPE_CHECKING:
+    import cattrs
 
 
 def _structure_datetime(value: Any, _: type) -> dt.datetime:
@@ -40,10 +52,6 @@ def _structure_datetime(value: Any, _: type) -> dt.datetime:
     return parsed
 
 
-_converter.register_structure_hook(dt.datetime, _structure_datetime)
-_converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
-
-
 def _structure_version(value: Any, _: type) -> Version:
     if not isinstance(value, str):
         raise ValueError(f"expected a version string, got {value!r}")
@@ -53,9 +61,99 @@ def _structure_version(value: Any, _: type) -> Version:
         raise ValueError(exc.message) from None
 
 
-# A version is a Version from the moment it leaves the codec; on disk it is its text.
-_converter.register_structure_hook(Version, _structure_version)
-_converter.register_unstructure_hook(Version, str)
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """The private cattrs converter (built on first use: see the module docstring)."""
+    from cattrs.preconf.json import make_converter
+
+    converter = make_converter(forbid_extra_keys=True)
+    converter.register_structure_hook(dt.datetime, _structure_datetime)
+    converter.register_unstructure_hook(dt.datetime, lambda d: d.isoformat())
+    # A version is a Version from the moment it leaves the codec; on disk it is its text.
+    converter.register_structure_hook(Version, _structure_version)
+    converter.register_unstructure_hook(Version, str)
+    return converter
+
+
+# Readers of the values dumps_state writes, with the converter's own hooks. A
+# value of any other JSON type raises ValueError here and is left to cattrs,
+# which may convert it ("3" to 3) or names it.
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise ValueError(value)
+    return value
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int:  # not a bool either
+        raise ValueError(value)
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError(value)
+    return value
+
+
+def _or_none(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else read(value)
+
+
+_EXACT: dict[str, Callable[[Any], Any]] = {
+    "phase": lambda value: Phase(_text(value)),
+    "from_version": _or_none(lambda value: _structure_version(value, Version)),
+    "to_version": _or_none(lambda value: _structure_version(value, Version)),
+    "target_slot": _or_none(lambda value: Slot(_text(value))),
+    "attempt_count": _count,
+    "last_error": _or_none(_text),
+    "started_at": _or_none(lambda value: _structure_datetime(value, dt.datetime)),
+    "updated_at": _or_none(lambda value: _structure_datetime(value, dt.datetime)),
+    "health_check_failures": _count,
+    "activation_boot_id": _or_none(_text),
+    "image_sha256": _or_none(_text),
+    "floor_version": _or_none(lambda value: _structure_version(value, Version)),
+    "downgrade_allowed": _flag,
+}
+
+
+def _structure_exact(body: Mapping[str, Any]) -> UpdateState | None:
+    """UpdateState from a current-schema body when every value has its exact type, else None.
+
+    None leaves the body to cattrs: it converts what it can and names what
+    it cannot. A missing key takes the field's default, as with cattrs.
+    """
+    fields: dict[str, Any] = {}
+    for key, value in body.items():
+        read = _EXACT.get(key)
+        if read is None:
+            return None
+        try:
+            fields[key] = read(value)
+        except (ValueError, TypeError, KeyError):
+            return None
+    return UpdateState(**fields)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the converter unstructures it; attrs values field by field."""
+    if value is None or type(value) in (str, int, bool, float):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Version):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if attrs.has(type(value)):
+        return {a.name: _plain(getattr(value, a.name)) for a in attrs.fields(type(value))}
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return _converter().unstructure(value)
 
 
 def _v1_to_v2(doc: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +220,7 @@ def _check_fields(state: UpdateState, source: str) -> UpdateState:
 
 def unstructure_state(state: UpdateState) -> dict[str, Any]:
     """``state`` as a JSON-ready mapping with its schema version."""
-    doc: dict[str, Any] = _converter.unstructure(state)
+    doc: dict[str, Any] = _plain(state)
     return {"schema_version": SCHEMA_VERSION, **doc}
 
 
@@ -142,15 +240,26 @@ def structure_state(doc: object, *, source: str = "state") -> UpdateState:
     while version < SCHEMA_VERSION:
         body = MIGRATIONS[version](body)
         version += 1
-    try:
-        state = _converter.structure(body, UpdateState)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
-        detail = "; ".join(_flatten(exc)) or str(exc)
-        raise CorruptState(f"{source}: {detail[:500]}") from None
+    state = _structure_exact(body)
+    if state is None:
+        state = _structure_cattrs(body, source)
     return _check_fields(state, source)
 
 
+def _structure_cattrs(body: dict[str, Any], source: str) -> UpdateState:
+    import cattrs
+
+    try:
+        state: UpdateState = _converter().structure(body, UpdateState)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        detail = "; ".join(_flatten(exc)) or str(exc)
+        raise CorruptState(f"{source}: {detail[:500]}") from None
+    return state
+
+
 def _flatten(exc: BaseException) -> list[str]:
+    import cattrs
+
     if isinstance(exc, cattrs.BaseValidationError):
         messages = cattrs.transform_error(exc)
         return [str(m) for m in messages]
@@ -177,4 +286,4 @@ def loads_state(text: str | bytes, *, source: str = "state") -> UpdateState:
 
 def to_jsonable(value: object) -> Any:
     """Any attrs value of the core as JSON-ready data (for --json output)."""
-    return _converter.unstructure(value)
+    return _plain(value)

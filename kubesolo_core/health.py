@@ -13,10 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kubesolo_core.lifecycle import POST_ACTIVATION, Phase, transition
+from kubesolo_core.outcomes import HealthOutcome
 from kubesolo_core.policies import HealthReport, health_report, should_auto_rollback
 from kubesolo_core.ports import Clock, HealthProbes, Kube
 from kubesolo_core.reconcile import Verdict
-from kubesolo_core.results import HealthOutcome, HealthSettings
+from kubesolo_core.results import HealthSettings
 
 if TYPE_CHECKING:
     from kubesolo_core.services import Agent

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
 from kubesolo_core.refusals import Refusal
-from kubesolo_core.release import Release
-from kubesolo_core.versions import Version
+
+if TYPE_CHECKING:
+    from kubesolo_core.release import Release
+    from kubesolo_core.versions import Version
 
 #: the node label that blocks updates
 BLOCK_LABEL = "updates.kubesolo.io/block"

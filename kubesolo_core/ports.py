@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
-from kubesolo_core.bootmodel import Bootloader, BootView
-from kubesolo_core.lifecycle import UpdateState
-from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
-from kubesolo_core.release import ImageSpec
 from kubesolo_core.slots import Slot
+
+if TYPE_CHECKING:  # annotations only: a port costs nothing to import
+    from kubesolo_core.bootmodel import Bootloader, BootView
+    from kubesolo_core.lifecycle import UpdateState
+    from kubesolo_core.policies import PodInfo, ProbeResult, Unavailable
+    from kubesolo_core.release import ImageSpec
 
 #: progress callback: (bytes done, bytes expected or None)
 Progress = Callable[[int, int | None], None]

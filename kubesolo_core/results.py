@@ -4,22 +4,26 @@ An operation's outcome is a value, not an exception (an unhealthy node is
 ``HealthOutcome(healthy=False)``); the decisions an operator's tools need
 (``StatusReport.reboot_required``, ``ActivateResult.needs_tryboot_reboot``)
 are answered here, once, for the CLI, the metrics, the demo and library users.
+
+The answers of check, apply, activate and healthcheck are defined in
+:mod:`kubesolo_core.outcomes` and loaded from here on first use: ``status``
+needs only its report, and every attrs class costs start-up time
+(bench/cli_startup.py).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import attrs
 
-from kubesolo_core.bootmodel import BootView
-from kubesolo_core.chunks import AdaptiveStats
-from kubesolo_core.lifecycle import UpdateState
-from kubesolo_core.policies import HealthReport, PreflightReport
-from kubesolo_core.ports import SlotInfo, WriteResult
-from kubesolo_core.reconcile import Reconciliation
-from kubesolo_core.refusals import Refusal
-from kubesolo_core.release import Release
-from kubesolo_core.slots import Slot
-from kubesolo_core.versions import Version
+if TYPE_CHECKING:  # annotations only
+    from kubesolo_core.bootmodel import BootView
+    from kubesolo_core.lifecycle import UpdateState
+    from kubesolo_core.outcomes import ActivateResult, ApplyResult, CheckResult, HealthOutcome
+    from kubesolo_core.ports import SlotInfo
+    from kubesolo_core.reconcile import Reconciliation
+    from kubesolo_core.slots import Slot
 
 __all__ = [
     "ActivateResult",
@@ -30,6 +34,15 @@ __all__ = [
     "SlotStatus",
     "StatusReport",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The other operations' answers live in kubesolo_core.outcomes, loaded on first use.
+    if name in ("ActivateResult", "ApplyResult", "CheckResult", "HealthOutcome"):
+        from kubesolo_core import outcomes
+
+        return getattr(outcomes, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -51,80 +64,6 @@ class HealthSettings:
         if self.poll_interval is not None:
             return max(self.poll_interval, 0.1)
         return min(5.0, max(self.kube_system_settle / 3, 0.5))
-
-
-@attrs.frozen(kw_only=True)
-class CheckResult:
-    """The answer of ``check``: is a newer release available?"""
-
-    current_version: Version | None
-    available_version: Version
-    update_available: bool
-    release: Release
-    #: why the release would be refused by apply now (preflight's reasons), if it would
-    held_back: tuple[Refusal, ...] = ()
-
-    @property
-    def reason(self) -> str:
-        """One sentence: what the server offers against what runs, and what holds it back."""
-        offer, running = self.available_version, self.current_version
-        if running is None:
-            said = f"{offer} available; running version unknown"
-        elif self.update_available:
-            said = f"{offer} available (running {running})"
-        else:
-            return f"up to date (running {running}, server has {offer})"
-        if self.held_back:
-            said += "; held back: " + "; ".join(r.detail for r in self.held_back)
-        return said
-
-
-@attrs.frozen(kw_only=True)
-class ApplyResult:
-    """The answer of ``apply``."""
-
-    state: UpdateState
-    changed: bool
-    message: str
-    preflight: PreflightReport | None = None
-    write: WriteResult | None = None
-    #: bytes reused in place, copied from the booted slot, downloaded, written
-    stats: AdaptiveStats | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ActivateResult:
-    """The answer of ``activate``: the state, and how the trial starts."""
-
-    state: UpdateState
-    #: the trial starts only with a tryboot reboot (``reboot "0 tryboot"``):
-    #: a plain reboot, a crash or a power cut boots the committed slot
-    needs_tryboot_reboot: bool
-
-    def message(self, *, rebooting: bool = False) -> str:
-        """One line for the operator: what was activated and how its trial starts."""
-        slot = self.state.target_slot.value if self.state.target_slot else "?"
-        done = f"slot {slot} ({self.state.to_version}) activated"
-        if self.needs_tryboot_reboot and not rebooting:
-            return (
-                f"{done}: start its trial with `reboot '0 tryboot'` (or `kubesolo-update "
-                "activate --reboot`); a plain reboot boots the committed slot"
-            )
-        return f"{done}: reboot to start its trial"
-
-
-@attrs.frozen(kw_only=True)
-class HealthOutcome:
-    """The answer of ``healthcheck``: the report, the state after it, what it did."""
-
-    report: HealthReport
-    state: UpdateState
-    action: str
-    reconciliation: Reconciliation
-
-    @property
-    def healthy(self) -> bool:
-        return self.report.healthy
 
 
 @attrs.frozen(kw_only=True)

@@ -5,16 +5,18 @@ adapters (tests, simulator, library users) and the real ones (the CLI). The
 order of durable writes in each operation is chosen so that a power cut after
 any of them leaves a box that boots a committed, verified slot; the
 crash-point tests in tests/unit enumerate every such cut.
+
+What only check, apply, activate and healthcheck use (the release document,
+preflight, the adaptive path, the health policies, their answers) is imported
+by those methods, so ``status`` loads none of it (bench/cli_startup.py).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-from kubesolo_core import health
-from kubesolo_core.adaptive import AdaptiveUpdater, write_release
-from kubesolo_core.admission import admit, held_back
-from kubesolo_core.bootmodel import BootView
 from kubesolo_core.errors import (
     InvalidOperation,
     InvalidRelease,
@@ -23,32 +25,28 @@ from kubesolo_core.errors import (
     OperationFailed,
 )
 from kubesolo_core.lifecycle import POST_ACTIVATION, WRITING, Phase, UpdateState, transition
-from kubesolo_core.policies import HealthReport
-from kubesolo_core.ports import (
-    BootEnv,
-    Clock,
-    EventSink,
-    Fetcher,
-    HealthProbes,
-    Kube,
-    Progress,
-    SlotStore,
-    StateStore,
-)
 from kubesolo_core.reconcile import Reconciliation, reconcile
-from kubesolo_core.release import Release, parse_release, verify_written
-from kubesolo_core.results import (
-    ActivateResult,
-    ApplyResult,
-    CheckResult,
-    HealthOutcome,
-    HealthSettings,
-    SlotStatus,
-    StatusReport,
-)
+from kubesolo_core.results import HealthSettings, SlotStatus, StatusReport
 from kubesolo_core.slots import Slot
-from kubesolo_core.urls import check_image_url
 from kubesolo_core.versions import Version
+
+if TYPE_CHECKING:
+    from kubesolo_core.adaptive import AdaptiveUpdater
+    from kubesolo_core.bootmodel import BootView
+    from kubesolo_core.outcomes import ActivateResult, ApplyResult, CheckResult, HealthOutcome
+    from kubesolo_core.policies import HealthReport
+    from kubesolo_core.ports import (
+        BootEnv,
+        Clock,
+        EventSink,
+        Fetcher,
+        HealthProbes,
+        Kube,
+        Progress,
+        SlotStore,
+        StateStore,
+    )
+    from kubesolo_core.release import Release
 
 __all__ = ["Agent"]
 
@@ -77,6 +75,9 @@ class Agent:
     # ------------------------------------------------------------------ helpers
 
     def _release(self) -> Release:
+        from kubesolo_core.release import parse_release
+        from kubesolo_core.urls import check_image_url
+
         if not self.server:
             raise InvalidOperation(
                 "no release server configured", way_out="--server URL or server= in update.conf"
@@ -139,6 +140,9 @@ class Agent:
 
     def check(self) -> CheckResult:
         """Passive: fetch the release document and compare. Never changes the state."""
+        from kubesolo_core.admission import held_back
+        from kubesolo_core.outcomes import CheckResult
+
         release = self._release()
         view = self.boot_env.read()
         current = self._current_version(view)
@@ -164,6 +168,11 @@ class Agent:
         progress: Progress | None = None,
     ) -> ApplyResult:
         """Preflight, download, write and verify into the passive slot -> staged."""
+        from kubesolo_core.adaptive import write_release
+        from kubesolo_core.admission import admit
+        from kubesolo_core.outcomes import ApplyResult
+        from kubesolo_core.release import verify_written
+
         state, _, view = self.reconciled()
         if state.phase in POST_ACTIVATION:
             raise InvalidOperation(
@@ -273,6 +282,8 @@ class Agent:
 
     def activate(self) -> ActivateResult:
         """staged -> activated: the bootloader will trial the new slot at the next boot."""
+        from kubesolo_core.outcomes import ActivateResult
+
         state, _, view = self.reconciled()
         if state.phase is not Phase.STAGED or state.target_slot is None:
             raise InvalidOperation(
@@ -338,6 +349,8 @@ class Agent:
 
     def probe_health(self) -> HealthReport:
         """Run every check once (no state change)."""
+        from kubesolo_core import health
+
         return health.probe(self.kube, self.probes, self.clock, self.health)
 
     def healthcheck(self) -> HealthOutcome:
@@ -348,6 +361,8 @@ class Agent:
         to its exit code. Errors raise only when the check could not be done.
         (The steps: :func:`kubesolo_core.health.healthcheck`.)
         """
+        from kubesolo_core import health
+
         return health.healthcheck(self)
 
     # ------------------------------------------------------------------ status

@@ -5,13 +5,15 @@ pass (cosmicpython's ``bootstrap``): tests, the demo and library users hand in
 fakes by keyword, typed. Nothing here runs at import time, each adapter
 module is imported by the builder that needs it, and the adapters import their
 heavy libraries (httpx, ssl, python-tuf) only in the methods that use them:
-``status --json`` builds a fetcher but never loads httpx or tuf.
+``status --json`` builds a fetcher but never loads httpx or tuf. The ports
+only check, apply and healthcheck use (Kubernetes, the probes, the adaptive
+chunk ports) are built on first use (:class:`OnFirstUse`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from kubesolo_core.bootmodel import Bootloader
 from kubesolo_core.results import HealthSettings
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
         StateStore,
     )
     from kubesolo_entrypoints.config import Settings
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- builders
@@ -80,17 +84,66 @@ def build_adaptive(settings: Settings, slots: SlotStore) -> AdaptiveUpdater | No
     """The adaptive ports over ``slots`` (block devices and image files); None when off.
 
     ``adaptive=false`` in update.conf, or slots that are not the real block
-    slots (a fake given by a test), leave the agent on full images.
+    slots (a fake given by a test), leave the agent on full images. The
+    ports are built when ``apply`` first uses them (:class:`OnFirstUse`).
     """
     from kubesolo_adapters.blockdev import BlockSlotStore
 
     if not settings.adaptive or not isinstance(slots, BlockSlotStore):
         return None
-    from kubesolo_adapters.chunkfetch import HttpChunkSource
-    from kubesolo_adapters.chunkwriter import BlockChunkedSlots
-    from kubesolo_core.adaptive import AdaptiveUpdater
 
-    return AdaptiveUpdater(source=HttpChunkSource(), slots=BlockChunkedSlots(slots))
+    def build() -> AdaptiveUpdater:
+        from kubesolo_adapters.chunkfetch import HttpChunkSource
+        from kubesolo_adapters.chunkwriter import BlockChunkedSlots
+        from kubesolo_core.adaptive import AdaptiveUpdater
+
+        return AdaptiveUpdater(source=HttpChunkSource(), slots=BlockChunkedSlots(slots))
+
+    return cast("AdaptiveUpdater", OnFirstUse(build))
+
+
+class OnFirstUse(Generic[T]):
+    """A port whose adapter is built the first time the agent uses it.
+
+    Some ports serve only check, apply and healthcheck (Kubernetes, the
+    health probes, the adaptive chunk fetcher and writer), and their modules
+    (the health policies, threads, hashing, zstd, the chunk index) cost more
+    to load than everything ``status`` does. Built on first use, they cost a
+    command that never calls them nothing (bench/cli_startup.py). Every
+    attribute is the built adapter's.
+    """
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._built: T | None = None
+
+    def built(self) -> T:
+        """The adapter (built on the first call)."""
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_build", "_built"):
+            raise AttributeError(name)  # copy/pickle probes, or a half-made instance
+        return getattr(self.built(), name)
+
+    def __repr__(self) -> str:
+        return f"OnFirstUse({self._built!r})" if self._built is not None else "OnFirstUse(...)"
+
+
+def build_kube(settings: Settings) -> Kube:
+    """The Kube port over kubectl."""
+    from kubesolo_adapters.kubectl import KubectlKube
+
+    return KubectlKube(node_name=settings.node_name, kubeconfig=settings.kubeconfig)
+
+
+def build_probes(settings: Settings) -> HealthProbes:
+    """The HealthProbes port over this box."""
+    from kubesolo_adapters.probes import LocalProbes
+
+    return LocalProbes(containerd_socket=settings.containerd_socket, data_dir=settings.data_dir)
 
 
 def health_settings(settings: Settings) -> HealthSettings:
@@ -127,15 +180,9 @@ def bootstrap(
 
         fetcher = build_fetcher(settings)
     if kube is None:
-        from kubesolo_adapters.kubectl import KubectlKube
-
-        kube = KubectlKube(node_name=settings.node_name, kubeconfig=settings.kubeconfig)
+        kube = cast("Kube", OnFirstUse(lambda: build_kube(settings)))
     if probes is None:
-        from kubesolo_adapters.probes import LocalProbes
-
-        probes = LocalProbes(
-            containerd_socket=settings.containerd_socket, data_dir=settings.data_dir
-        )
+        probes = cast("HealthProbes", OnFirstUse(lambda: build_probes(settings)))
     if clock is None:
         from kubesolo_adapters.clock import SystemClock
 

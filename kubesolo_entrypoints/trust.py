@@ -83,6 +83,8 @@ class UntrustedFetcher:
 
 def build_fetcher(settings: Settings) -> Fetcher:
     """The Fetcher the trust mode calls for (cheap: the adapters import their libraries on use)."""
+    if settings.trust_root is None and not settings.allow_unsigned:
+        return UntrustedFetcher()
     from kubesolo_adapters.http import HttpFetcher
 
     if settings.trust_root is not None:
@@ -94,9 +96,7 @@ def build_fetcher(settings: Settings) -> Fetcher:
             channel=settings.channel,
             http=HttpFetcher(),
         )
-    if settings.allow_unsigned:
-        return HttpFetcher()
-    return UntrustedFetcher()
+    return HttpFetcher()
 
 
 def announce(settings: Settings) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from kubesolo_adapters import fsversion
 from kubesolo_adapters.blockdev import BlockSlotStore
 from kubesolo_adapters.slotfind import blkid_resolver, sysfs_resolver
 from kubesolo_core.errors import SlotError
@@ -168,7 +169,11 @@ def test_a_duplicate_label_is_refused(
 def test_version_by_mount_when_the_tools_are_missing(
     loops: dict[Slot, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without debugfs and mtools on PATH the store mounts read-only (root) and unmounts."""
+    """Without debugfs and mtools on PATH the store mounts read-only (root) and unmounts.
+
+    (The direct ext reader is switched off: it would answer first.)
+    """
+    monkeypatch.setattr(fsversion, "read_root_file", lambda *_: None)
     tools = tmp_path / "bin"
     tools.mkdir()
     for name in ("mount", "umount", "blkid"):

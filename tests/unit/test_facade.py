@@ -10,6 +10,7 @@ from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
 from kubesolo_core.errors import ConfigError, InvalidOperation, KubesoloError
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot
+from kubesolo_entrypoints.bootstrap import OnFirstUse
 from kubesolo_entrypoints.facade import (
     ActivateResult,
     Agent,
@@ -66,17 +67,24 @@ def test_an_agent_over_adapters_of_your_own() -> None:
     assert {row.info.slot: row.version for row in report.slots} == {Slot.A: "2.0.0", Slot.B: None}
 
 
+def files_box(tmp_path: Path) -> dict[str, str]:
+    """The config of a GRUB box made of files under ``tmp_path``."""
+    return {
+        "state": str(tmp_path / "state.json"),
+        "bootloader": "grub",
+        "grubenv": str(tmp_path / "grubenv"),
+        "slot_a": str(tmp_path / "a.img"),
+        "slot_b": str(tmp_path / "b.img"),
+        "cmdline": str(tmp_path / "cmdline"),
+    }
+
+
 def test_agent_from_config_builds_real_adapters(tmp_path: Path) -> None:
     events: list[str] = []
     kube = MemoryKube()
     agent = agent_from_config(
         {
-            "state": str(tmp_path / "state.json"),
-            "bootloader": "grub",
-            "grubenv": str(tmp_path / "grubenv"),
-            "slot_a": str(tmp_path / "a.img"),
-            "slot_b": str(tmp_path / "b.img"),
-            "cmdline": str(tmp_path / "cmdline"),
+            **files_box(tmp_path),
             # a plain release document (unsigned mode, asked for by name): the HTTP fetcher
             "allow_unsigned": "true",
         },
@@ -107,3 +115,25 @@ def test_agent_from_config_ignores_the_process_environment(
     agent_from_config({"server": "https://x.example/r.json"})
     with pytest.raises(ConfigError):
         agent_from_config({"server": "ftp://nope"})
+
+
+def test_ports_only_check_apply_and_healthcheck_use_are_built_on_first_use(
+    tmp_path: Path,
+) -> None:
+    """status leaves Kubernetes, the probes and the adaptive ports unbuilt; a call builds one."""
+    (tmp_path / "a.img").write_bytes(b"\0" * 4096)
+    (tmp_path / "b.img").write_bytes(b"\0" * 4096)
+    (tmp_path / "cmdline").write_text("kubesolo.slot=A\n")
+    agent = agent_from_config({**files_box(tmp_path), "data_dir": str(tmp_path / "data")})
+    agent.status()
+    deferred = [agent.kube, agent.probes, agent.adaptive]
+    assert all(isinstance(port, OnFirstUse) and port._built is None for port in deferred)
+    (tmp_path / "data").mkdir()
+    assert agent.probes.disk_writable().ok  # the real probe, built now, once
+    probes = agent.probes
+    assert isinstance(probes, OnFirstUse)
+    assert type(probes.built()).__name__ == "LocalProbes"
+    assert probes.built() is probes.built()
+    adaptive = agent.adaptive
+    assert isinstance(adaptive, OnFirstUse)
+    assert type(adaptive.built()).__name__ == "AdaptiveUpdater"
