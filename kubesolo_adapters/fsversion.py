@@ -144,9 +144,7 @@ def _mount_read(path: str, kind: str | None, *, is_file: bool) -> bytes | None:
         except OSError:
             return None
         finally:
-            subprocess.run(
-                ["umount", mnt], capture_output=True, timeout=_TOOL_TIMEOUT, check=False
-            )
+            subprocess.run(["umount", mnt], capture_output=True, timeout=_TOOL_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     finally:

@@ -195,9 +195,7 @@ class _Sysfs:
             start = self._int(where / "start")
             if disk is not None and start is not None and size is not None:
                 return Extent(disk=disk, start=start, end=start + size, name=where.name)
-        return Extent(
-            disk=dev, start=0, end=_UNBOUNDED if size is None else size, name=where.name
-        )
+        return Extent(disk=dev, start=0, end=_UNBOUNDED if size is None else size, name=where.name)
 
     def holders(self, dev: int) -> list[str]:
         """Devices stacked on ``dev`` (device-mapper, md), including on its partitions."""

@@ -31,7 +31,6 @@ __all__ = ["SERVER", "MemoryBox"]
 E = TypeVar("E")
 
 
-
 SERVER = "https://updates.example.invalid/stable/release.json"
 
 

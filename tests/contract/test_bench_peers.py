@@ -54,9 +54,7 @@ def test_one_small_round_of_every_tool(tmp_path: Path) -> None:
     # SWUpdate says it succeeded before its downloader notices and exits.
     assert all(r["install"] <= r["elapsed"] for r in runs), runs
     assert set(doc["ratios"]) == {
-        f"{a} / {p}"
-        for a in AGENTS
-        for p in ("rauc", "swupdate", "rauc zstd", "swupdate zstd")
+        f"{a} / {p}" for a in AGENTS for p in ("rauc", "swupdate", "rauc zstd", "swupdate zstd")
     }
     # The table shows what each tool verifies.
     for text in VERIFIES.values():

@@ -57,8 +57,13 @@ def _image_url(value: str) -> Callable[[dict[str, Any]], None]:
     return _set("image.url", value)
 
 
-def _doc_case(name: str, mutate: Callable[[dict[str, Any]], object], culprit: tuple[str, ...],
-              command: str = "check", **rest: object) -> Case:
+def _doc_case(
+    name: str,
+    mutate: Callable[[dict[str, Any]], object],
+    culprit: tuple[str, ...],
+    command: str = "check",
+    **rest: object,
+) -> Case:
     return case(RELEASE, name, command, CORRUPT, culprit, prepare=_doc(mutate), **rest)  # fmt: skip
 
 
@@ -142,7 +147,6 @@ def _spoil_image(served: bytes | None = None, **fields: object):  # type: ignore
                 box.server.publish(name, served)
 
     return prepare
-
 
 
 def _gz(data: bytes) -> bytes:
