@@ -104,6 +104,12 @@ def _verified_by_tuf(box: WholeBox, boot: Boot) -> None:
     channel = signing.channel_document(repo)
     assert channel["version"] == _state(boot)["to_version"]
     assert _state(boot)["image_sha256"] == channel["image"]["raw_sha256"]
+    # The signed chunk index is published (kubesolo-release add --chunks): the slot is
+    # built from the booted slot's chunks and the store, not from the whole image.
+    stats = doc["stats"]
+    assert channel["image"].get("chunks") is not None, channel["image"]
+    assert (stats["mode"], stats["fallback"]) == ("adaptive", None), stats
+    assert 0 < stats["downloaded_bytes"] < stats["image_bytes"] // 2, stats
 
 
 def _refused(boot: Boot, how: str, reason: str) -> None:

@@ -178,13 +178,18 @@ def published(images: Sequence[tuple[str, Path]]) -> Repository:
     return Repository(done)
 
 
-def _image_target(repo: Repository) -> Path:
-    """The served file of the image target the channel names."""
-    target = str(channel_document(repo)["image"]["target"])
+def _served(repo: Repository, target: str) -> Path:
+    """The served file of ``target`` (consistent snapshot: named by its SHA-256)."""
     info = repo.load("targets").signed.targets[target]
     folder, _, name = target.rpartition("/")
     digest = str(info.hashes["sha256"])
     return repo.targets_dir / folder / f"{digest}.{name}"
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[min(offset, len(data) - 1)] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def attack(repo: Repository, how: str, into: Path) -> Path:
@@ -192,8 +197,8 @@ def attack(repo: Repository, how: str, into: Path) -> Path:
 
     Returns the folder to serve (``into``, made fresh): the genuine
     repository with either its image target's byte at :data:`TAMPER_OFFSET`
-    flipped, or a timestamp re-signed by the real timestamp key with an
-    expiry already past.
+    flipped (and a byte of its chunk index: see below), or a timestamp
+    re-signed by the real timestamp key with an expiry already past.
     """
     if how not in ATTACKS:
         raise ValueError(f"attack {how!r}: choose from {ATTACKS}")
@@ -204,10 +209,14 @@ def attack(repo: Repository, how: str, into: Path) -> Path:
     shutil.copytree(repo.root_dir, work, symlinks=True)
     mirror = Repository(work)
     if how == "tampered-image":
-        image = _image_target(mirror)
-        data = bytearray(image.read_bytes())
-        data[TAMPER_OFFSET] ^= 0xFF
-        image.write_bytes(bytes(data))
+        image = channel_document(mirror)["image"]
+        _flip(_served(mirror, str(image["target"])), TAMPER_OFFSET)
+        # With a chunk index the agent would build the slot from genuine chunks and
+        # never read the image: the mirror tampers the index too, so the agent falls
+        # back to the full image (its reason logged) and must refuse that.
+        chunks = image.get("chunks")
+        if chunks is not None:
+            _flip(_served(mirror, str(chunks["index"])), 100)
     else:
         # Two days ago, the timestamp role's key signed a timestamp valid for one day.
         past = now_utc() - dt.timedelta(days=2)
