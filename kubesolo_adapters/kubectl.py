@@ -28,6 +28,7 @@ With ``kubeconfig=None`` kubectl finds its own configuration (``$KUBECONFIG``,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as dt
 import json
@@ -35,9 +36,10 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,44 @@ def _parse_time(value: object) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+Started = Callable[["subprocess.Popen[str]"], None]
+
+
+class _Ahead:
+    """One node query run on a thread; its kubectl is killed if the process ends first."""
+
+    def __init__(self, ask: Callable[[Started], dict[str, Any] | Unavailable]) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._answer: dict[str, Any] | Unavailable | None = None
+        self._thread = threading.Thread(
+            target=self._work, args=(ask,), name="kubesolo-kubectl-ahead", daemon=True
+        )
+        atexit.register(self.stop)
+        self._thread.start()
+
+    def _work(self, ask: Callable[[Started], dict[str, Any] | Unavailable]) -> None:
+        self._answer = ask(self._started)
+
+    def _started(self, proc: subprocess.Popen[str]) -> None:
+        self._proc = proc
+
+    def answer(self, limit: float) -> dict[str, Any] | Unavailable:
+        # bounded: the query itself kills kubectl at its own deadline
+        self._thread.join(limit)
+        atexit.unregister(self.stop)
+        if self._answer is None:
+            self.stop()
+            return Unavailable(reason=f"kubectl: no answer within {limit:g}s (killed)")
+        return self._answer
+
+    def stop(self) -> None:
+        """Kill the query's kubectl (and its children) if it still runs."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
 @attrs.define
 class KubectlKube:
     """The Kube port for the node ``node_name``, asked through kubectl."""
@@ -94,6 +134,18 @@ class KubectlKube:
     timeout: float = attrs.field(default=10.0, kw_only=True)
     #: seconds kubectl gets beyond ``timeout`` to start and exit before it is killed
     grace: float = attrs.field(default=GRACE, kw_only=True)
+    _ahead: _Ahead | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    def prefetch_node(self) -> None:
+        """Start asking for this node now, on a thread; the next node read takes that answer.
+
+        ``apply`` reads the node's labels (preflight) after it fetched the
+        release document: asked first, kubectl's round trip runs while the
+        release is fetched. The answer serves one read only; a query never
+        taken is killed when the process exits.
+        """
+        if self._ahead is None:
+            self._ahead = _Ahead(self._node_now)
 
     # ------------------------------------------------------------------ the port
 
@@ -190,12 +242,20 @@ class KubectlKube:
         )
 
     def _node(self) -> dict[str, Any] | Unavailable:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            return ahead.answer(self.timeout + self.grace + 1.0)
+        return self._node_now()
+
+    def _node_now(self, on_start: Started | None = None) -> dict[str, Any] | Unavailable:
         # quoted: a node name is one path segment, whatever the config holds
         name = urllib.parse.quote(self.node_name, safe="")
-        return self._get_json(f"/api/v1/nodes/{name}", f"node {self.node_name}")
+        return self._get_json(f"/api/v1/nodes/{name}", f"node {self.node_name}", on_start)
 
-    def _get_json(self, path: str, what: str) -> dict[str, Any] | Unavailable:
-        answer = self._run(path)
+    def _get_json(
+        self, path: str, what: str, on_start: Started | None = None
+    ) -> dict[str, Any] | Unavailable:
+        answer = self._run(path, on_start)
         if answer.unavailable:
             return Unavailable(reason=answer.unavailable)
         if answer.http_error:
@@ -217,7 +277,7 @@ class KubectlKube:
             argv += ["--kubeconfig", str(self.kubeconfig)]
         return [*argv, f"--request-timeout={self.timeout:g}s", "get", "--raw", path]
 
-    def _run(self, path: str) -> _Answer:
+    def _run(self, path: str, on_start: Started | None = None) -> _Answer:
         if self.kubeconfig is not None and not self.kubeconfig.is_file():
             return _Answer(unavailable=f"kubeconfig {self.kubeconfig} not found")
         exe = shutil.which(self.kubectl)
@@ -239,6 +299,8 @@ class KubectlKube:
             )
         except OSError as exc:
             return _Answer(unavailable=f"kubectl {self.kubectl!r} could not run: {exc}")
+        if on_start is not None:
+            on_start(proc)
         try:
             stdout, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:

@@ -147,6 +147,11 @@ def apply(
 
     run = run_of(ctx)
     agent = run.agent()
+    # Preflight reads the node's labels after the release is fetched: an adapter
+    # that can (kubectl) starts that query now, so the two round trips overlap.
+    prefetch = getattr(agent.kube, "prefetch_node", None)
+    if callable(prefetch):
+        prefetch()
     view = trust.announce(run.settings())
     state = run.settings().state
     bar = ProgressBar() if sys.stderr.isatty() else None

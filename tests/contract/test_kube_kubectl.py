@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +188,56 @@ class TestKubectlOnly:
         with contextlib.suppress(OSError):
             assert alive.read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
+    def test_a_prefetched_node_query_answers_the_next_read_once(
+        self, kubectl_world: KubectlWorld
+    ) -> None:
+        w = kubectl_world
+        w.set_labels({"kubesolo.io/updates": "allowed"})
+        node = f"/api/v1/nodes/{NODE}"
+
+        def asked() -> int:
+            return [r.split("?", 1)[0] for r in w.cluster.requests].count(node)
+
+        w.kube.prefetch_node()
+        w.kube.prefetch_node()  # a second hint while one runs starts nothing more
+        deadline = time.monotonic() + 10
+        while asked() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert asked() == 1, "the query did not start ahead of the read"
+        assert w.kube.node_labels() == {"kubesolo.io/updates": "allowed"}
+        assert asked() == 1, "the read asked again instead of taking the answer"
+        # the answer serves one read: the next one asks the API afresh
+        w.set_labels({"kubesolo.io/updates": "blocked"})
+        assert w.kube.node_labels() == {"kubesolo.io/updates": "blocked"}
+        assert asked() == 2
+
+    def test_a_prefetched_query_never_taken_is_killed_at_exit(self, tmp_path: Path) -> None:
+        # apply may end before preflight (the release could not be fetched): the
+        # kubectl started ahead must not outlive the agent's process.
+        pidfile = tmp_path / "kubectl.pid"
+        script = tmp_path / "slow-kubectl"
+        script.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 60\n")
+        script.chmod(0o755)
+        code = (
+            "import pathlib, sys, time\n"
+            "from kubesolo_adapters.kubectl import KubectlKube\n"
+            f"kube = KubectlKube(node_name='n', kubectl={str(script)!r}, timeout=30.0)\n"
+            "kube.prefetch_node()\n"
+            "deadline = time.monotonic() + 10\n"
+            f"while not pathlib.Path({str(pidfile)!r}).exists() and time.monotonic() < deadline:\n"
+            "    time.sleep(0.01)\n"
+            "time.sleep(0.1)\n"
+        )
+        t = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", code], timeout=30, check=True)
+        assert proc.returncode == 0
+        assert time.monotonic() - t < 15, "exit waited for the query"
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 5
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _running(pid), f"kubectl {pid} outlived the agent"
+
     def test_unknown_node_is_unavailable(self, kubectl_world: KubectlWorld) -> None:
         kube = attrs.evolve(kubectl_world.kube, node_name="not-this-one")
         answer = kube.node_labels()
@@ -228,3 +280,12 @@ class TestKubectlOnly:
             mp.chdir(tmp_path)
             assert "HOME" not in os.environ
             assert kubectl_world.kube.apiserver_ready() is True
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed orphan is reaped by init)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
