@@ -25,6 +25,7 @@ from kubesolo_core.chunks import (
     InvalidChunkIndex,
     Need,
     Plan,
+    cheaper_in_full,
     parse_index,
     plan_update,
 )
@@ -154,6 +155,12 @@ class AdaptiveUpdater:
             )
         survey = self.slots.survey(target, seed, index)
         plan = plan_update(index, survey.in_place, survey.seed)
+        if cheaper_in_full(plan, image.size):
+            raise AdaptiveFallback(
+                f"the slots hold too little of this release: {len(plan.fetches)} chunk files "
+                f"of {plan.download_bytes} bytes would be fetched, the full image is "
+                f"{image.size} bytes in one stream"
+            )
 
         def fetch(needs: Sequence[Need]) -> Iterator[Fetched]:
             return self.source.fetch_chunks(release_url, spec, needs)

@@ -196,6 +196,21 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "hashed([data], size=spec.size, sha256=None, what=url)",
         )
     ],
+    # apply's cost guards (issue 14): thousands of chunk requests, a kubectl left running
+    "adaptive-fetches-chunk-files-whatever-they-cost": [
+        (
+            "kubesolo_core/chunks.py",
+            "    return len(plan.fetches) >= FULL_FILES and plan.download_bytes > served_size * FULL_SHARE\n",
+            "    return False\n",
+        )
+    ],
+    "kubectl-query-ahead-outlives-the-agent": [
+        (
+            "kubesolo_adapters/kubectl.py",
+            "        atexit.register(self.stop)\n",
+            "",
+        )
+    ],
 }
 
 UNIT_TESTS = [
@@ -215,6 +230,8 @@ TESTS: dict[str, list[str]] = {
     "signed-chunk-index-hash-unchecked": [
         "tests/contract/test_tuf_adaptive.py::test_a_bad_index_or_chunk_falls_back_to_the_full_image"
     ],
+    "adaptive-fetches-chunk-files-whatever-they-cost": ["tests/unit/test_adaptive.py"],
+    "kubectl-query-ahead-outlives-the-agent": ["tests/contract/test_kube_kubectl.py"],
 }
 
 
@@ -265,6 +282,14 @@ def run(name: str) -> tuple[bool, str, float]:
 
 def main() -> int:
     names = sys.argv[1:] or list(MUTANTS)
+    unknown = [n for n in names if n not in MUTANTS]
+    if unknown:
+        print(
+            "usage: scripts/mutants.py [MUTANT ...]  (none: all of them)\n"
+            f"unknown: {' '.join(unknown)}\nmutants: {' '.join(MUTANTS)}",
+            file=sys.stderr,
+        )
+        return 2
     missed = 0
     for name in names:
         caught, detail, took = run(name)

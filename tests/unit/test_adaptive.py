@@ -23,9 +23,11 @@ from kubesolo_adapters.fakes.chunks import (
 )
 from kubesolo_core.chunks import (
     DEFAULT_PARAMS,
+    FULL_FILES,
     HEADER_SIZE,
     ChunkParams,
     InvalidChunkIndex,
+    cheaper_in_full,
     encode_index,
     parse_index,
     plan_update,
@@ -312,6 +314,39 @@ def test_anything_wrong_falls_back_to_the_full_image(fault: str, reason: str | N
         assert not logged and stats.fallback == "the release offers no chunk index"
     else:
         assert len(logged) == 1 and reason in logged[0] and stats.fallback == logged[0]
+
+
+def test_many_chunk_files_carrying_most_of_the_image_fetch_it_whole() -> None:
+    many = parse_index(_index([512] * FULL_FILES))
+    few = parse_index(_index([512] * (FULL_FILES - 1)))
+    size = 512 * FULL_FILES
+    nothing = plan_update(many, [False] * FULL_FILES, {})
+    assert cheaper_in_full(nothing, size)
+    # the full image served compressed to under twice what the chunk files carry: chunks
+    assert not cheaper_in_full(nothing, 2 * nothing.download_bytes)
+    # fewer requests: chunks, whatever they carry
+    assert not cheaper_in_full(plan_update(few, [False] * (FULL_FILES - 1), {}), size)
+    # half of it copied from the booted slot: chunks
+    hashes = [c.sha256 for c in many]
+    half = plan_update(many, [False] * FULL_FILES, dict.fromkeys(hashes[::2], 0))
+    assert len(half.fetches) < FULL_FILES and not cheaper_in_full(half, size)
+
+
+def test_slots_holding_nothing_of_a_large_release_take_the_full_image() -> None:
+    size = 1 << 19  # about 340 chunks of SMALL_PARAMS
+    box, source, events = _adaptive_box(size)
+    rng = random.Random(7)  # noqa: S311  (test data)
+    other = make_image("1.0.9", size=size)[:120] + rng.randbytes(size - 120)
+    image = derive_image(other, "1.1.0", changed_blocks=1)  # shares nothing with slot A
+    publish_chunked(box, source, image, "1.1.0")
+    before = source.requests
+    result = _agent(box, events).apply()
+    assert box.slots.contents[Slot.B] == image
+    stats = result.stats
+    assert stats is not None and stats.mode == "full"
+    assert stats.fallback is not None and "hold too little" in stats.fallback
+    assert [f["reason"] for e, f in events if e == "update.adaptive_fallback"] == [stats.fallback]
+    assert source.requests - before == 1, "more than the index was fetched before falling back"
 
 
 def test_full_apply_reports_its_bytes_too() -> None:
