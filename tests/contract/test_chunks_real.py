@@ -10,6 +10,7 @@ releases gaining only the new chunks.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from itertools import count
@@ -164,11 +165,14 @@ def test_consecutive_releases_share_the_store(tmp_path: Path) -> None:
     (tmp_path / "1.img").write_bytes(one)
     first = publish_chunks(tmp_path / "1.img", tmp_path, level=3)
     two = bytearray(one)
-    two[100_000:108_192] = _random(8192)  # two 4 KiB blocks change
+    # two 4 KiB blocks change (fixed bytes: random ones made this flaky, ~1 run in 8,
+    # when a cut point fell inside the change and split it into one chunk more)
+    two[100_000:108_192] = random.Random(8192).randbytes(8192)  # noqa: S311  (test data)
     (tmp_path / "2.img").write_bytes(two)
     second = publish_chunks(tmp_path / "2.img", tmp_path, level=3)
     assert first.new_chunks == first.distinct
-    assert 1 <= second.new_chunks <= 2
+    # the chunks the change overlaps, plus one where a cut point inside it splits one
+    assert 1 <= second.new_chunks <= 3, second.new_chunks
     files = list((tmp_path / "chunks").rglob("*.zst"))
     assert len(files) == first.distinct + second.new_chunks
     # publishing the same image again adds nothing
