@@ -322,7 +322,7 @@ def plan_update(index: ChunkIndex, in_place: Sequence[bool], seed: Mapping[bytes
 #: fetch the full image instead when the chunk files to fetch would carry more than this
 #: share of the full image's served bytes, in at least FULL_FILES requests: one stream
 #: beats thousands of small requests (bench/apply_vs_peers.py --signed, a 512 MiB image
-#: the slots held nothing of: 10.5 s as chunk files, about 3.5 s as one stream)
+#: served as zstd that the slots held nothing of: 10.2 s as chunk files, 4.2 s as one stream)
 FULL_SHARE = 1 / 2
 FULL_FILES = 256
 
