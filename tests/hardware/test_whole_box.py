@@ -83,7 +83,7 @@ def _state(boot: Boot) -> dict[str, Any]:
     return boot.state
 
 
-def _verified_by_tuf(box: WholeBox, boot: Boot) -> None:
+def _verified_by_tuf(box: WholeBox, boot: Boot, *, must_be_adaptive: bool = True) -> None:
     """The agent in the guest took the release it applied through TUF, under the shipped root.
 
     ``apply --json`` names the trust mode and root; ngclient's metadata cache
@@ -106,8 +106,14 @@ def _verified_by_tuf(box: WholeBox, boot: Boot) -> None:
     assert _state(boot)["image_sha256"] == channel["image"]["raw_sha256"]
     # The signed chunk index is published (kubesolo-release add --chunks): the slot is
     # built from the booted slot's chunks and the store, not from the whole image.
+    # A release built apart (BROKEN's slot shares little with the booted one) may
+    # be taken whole by the rule that many chunk files carrying most of the image
+    # cost more than one stream; then that must be the reason.
     stats = doc["stats"]
     assert channel["image"].get("chunks") is not None, channel["image"]
+    if stats["mode"] == "full" and not must_be_adaptive:
+        assert "hold too little" in str(stats["fallback"]), stats
+        return
     assert (stats["mode"], stats["fallback"]) == ("adaptive", None), stats
     assert 0 < stats["downloaded_bytes"] < stats["image_bytes"] // 2, stats
 
@@ -123,7 +129,9 @@ def _refused(boot: Boot, how: str, reason: str) -> None:
     assert boot.written.get(name) == 0, f"{boot.written.get(name)} sectors reached the passive slot"
 
 
-def _update(box: WholeBox, plan: str = "apply,activate-reboot") -> Boot:
+def _update(
+    box: WholeBox, plan: str = "apply,activate-reboot", *, must_be_adaptive: bool = True
+) -> Boot:
     """One boot on the committed slot that applies and activates the offered (signed) release."""
     booted = box.boots[-1].grub_slot if box.boots else Slot.A
     assert booted is not None
@@ -136,7 +144,7 @@ def _update(box: WholeBox, plan: str = "apply,activate-reboot") -> Boot:
     assert boot.env == {"active_slot": target.value, "boot_counter": "3", "boot_success": "0"}
     state = _state(boot)
     assert (state["phase"], state["target_slot"]) == ("activated", target.value)
-    _verified_by_tuf(box, boot)
+    _verified_by_tuf(box, boot, must_be_adaptive=must_be_adaptive)
     return boot
 
 
@@ -292,7 +300,7 @@ def kernel_panic_in_b_rolled_back_by_grub_alone(tmp: Path) -> WholeBox:
     """6. B's init exits at once: the kernel panics three times and GRUB rolls back alone."""
     box = _box(tmp, "6 B's init exits: kernel panic, GRUB rolls back alone")
     box.publish(BROKEN)
-    activated = _state(_update(box))
+    activated = _state(_update(box, must_be_adaptive=False))
     panics = []
     for _ in range(MAX_BOOTS):
         boot = box.boot()
