@@ -122,8 +122,11 @@ class UpdateCollector:
         state, state_ok = _read_state(self.settings)
         view, booted = self._boot()
 
-        def gauge(name: str, doc: str, labels: list[str] | None = None) -> Any:
-            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+        def gauge(
+            name: str, doc: str, labels: list[str] | None = None, *, value: float | None = None
+        ) -> Any:
+            """A gauge family; with ``value``, its one unlabelled sample."""
+            return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value, labels=labels)
 
         phase = gauge("phase", "1 for the current update phase, 0 for the others", ["phase"])
         for p in Phase:
@@ -135,16 +138,22 @@ class UpdateCollector:
             value=state.attempt_count,
         )
         started = state.started_at.timestamp() if state.started_at else 0.0
-        g = gauge("last_attempt_timestamp_seconds", "Start of the last update attempt (0 = never)")
-        g.add_metric([], started)
-        yield g
+        yield gauge(
+            "last_attempt_timestamp_seconds",
+            "Start of the last update attempt (0 = never)",
+            value=started,
+        )
         updated = state.updated_at.timestamp() if state.updated_at else 0.0
-        g = gauge("state_updated_timestamp_seconds", "Last change of the update state (0 = never)")
-        g.add_metric([], updated)
-        yield g
-        g = gauge("health_check_failures", "Failed health checks of the current trial")
-        g.add_metric([], state.health_check_failures)
-        yield g
+        yield gauge(
+            "state_updated_timestamp_seconds",
+            "Last change of the update state (0 = never)",
+            value=updated,
+        )
+        yield gauge(
+            "health_check_failures",
+            "Failed health checks of the current trial",
+            value=state.health_check_failures,
+        )
 
         for name, doc, slot in (
             ("booted_slot", "1 for the slot the running kernel booted from", booted),
@@ -166,34 +175,46 @@ class UpdateCollector:
             yield fam
         if view is not None:
             if view.boot_counter is not None:
-                g = gauge("trial_boots_left", "GRUB boot_counter: trial boots left before rollback")
-                g.add_metric([], view.boot_counter)
-                yield g
-            g = gauge("boot_success", "1 when the bootloader is committed, 0 during a trial")
-            g.add_metric([], 0.0 if view.in_trial else 1.0)
-            yield g
-            g = gauge("reboot_required", "1 when the running slot is not the next boot's")
-            g.add_metric([], 1.0 if view.reboot_required(booted) else 0.0)
-            yield g
+                yield gauge(
+                    "trial_boots_left",
+                    "GRUB boot_counter: trial boots left before rollback",
+                    value=view.boot_counter,
+                )
+            yield gauge(
+                "boot_success",
+                "1 when the bootloader is committed, 0 during a trial",
+                value=0.0 if view.in_trial else 1.0,
+            )
+            yield gauge(
+                "reboot_required",
+                "1 when the running slot is not the next boot's",
+                value=1.0 if view.reboot_required(booted) else 0.0,
+            )
 
         check = records.read_record(records.record_path(self.settings.state, records.CHECK_FILE))
         at = records.record_time(check)
         if check is not None and at is not None:
-            g = gauge("last_check_timestamp_seconds", "Time of the last check against the server")
-            g.add_metric([], at)
-            yield g
-            g = gauge("last_check_success", "1 when the last check reached the server")
-            g.add_metric([], 1.0 if check.get("ok") else 0.0)
-            yield g
-            g = gauge("available", "1 when the last check saw a newer release")
-            g.add_metric([], 1.0 if check.get("update_available") else 0.0)
-            yield g
+            yield gauge(
+                "last_check_timestamp_seconds",
+                "Time of the last check against the server",
+                value=at,
+            )
+            yield gauge(
+                "last_check_success",
+                "1 when the last check reached the server",
+                value=1.0 if check.get("ok") else 0.0,
+            )
+            yield gauge(
+                "available",
+                "1 when the last check saw a newer release",
+                value=1.0 if check.get("update_available") else 0.0,
+            )
         health = records.read_record(records.record_path(self.settings.state, records.HEALTH_FILE))
         at = records.record_time(health)
         if health is not None and at is not None:
-            g = gauge("last_healthcheck_timestamp_seconds", "Time of the last health check")
-            g.add_metric([], at)
-            yield g
+            yield gauge(
+                "last_healthcheck_timestamp_seconds", "Time of the last health check", value=at
+            )
             fam = gauge(
                 "health_check_ok", "Result of each check of the last health check", ["check"]
             )
@@ -216,11 +237,11 @@ class UpdateCollector:
             fam.add_metric([reason], 1.0 if reason in current else 0.0)
         yield fam
         trust = trust_view(self.settings)
-        g = gauge(
-            "unsigned", "1 when releases are not verified (allow_unsigned=true, no trust root)"
+        yield gauge(
+            "unsigned",
+            "1 when releases are not verified (allow_unsigned=true, no trust root)",
+            value=1.0 if trust["unsigned"] else 0.0,
         )
-        g.add_metric([], 1.0 if trust["unsigned"] else 0.0)
-        yield g
         fam = gauge("trust_info", "How releases are trusted (always 1)", ["mode", "channel"])
         fam.add_metric([trust["mode"], trust.get("channel", "")], 1.0)
         yield fam
@@ -253,12 +274,14 @@ def _last_apply(settings: Settings, gauge: Any) -> Iterator[Any]:
     at = records.record_time(doc)
     if doc is None or at is None:
         return
-    g = gauge("last_apply_timestamp_seconds", "Time of the last apply that wrote a slot")
-    g.add_metric([], at)
-    yield g
-    g = gauge("last_apply_adaptive", "1 when the last apply built the slot from chunks")
-    g.add_metric([], 1.0 if doc.get("mode") == "adaptive" else 0.0)
-    yield g
+    yield gauge(
+        "last_apply_timestamp_seconds", "Time of the last apply that wrote a slot", value=at
+    )
+    yield gauge(
+        "last_apply_adaptive",
+        "1 when the last apply built the slot from chunks",
+        value=1.0 if doc.get("mode") == "adaptive" else 0.0,
+    )
     fam = gauge(
         "last_apply_bytes",
         "Bytes of the last apply: image size, reused in place, copied from the booted slot, "
@@ -272,9 +295,9 @@ def _last_apply(settings: Settings, gauge: Any) -> Iterator[Any]:
     yield fam
     requests = doc.get("requests")
     if isinstance(requests, int) and not isinstance(requests, bool):
-        g = gauge("last_apply_chunk_requests", "Chunk files the last apply fetched")
-        g.add_metric([], float(requests))
-        yield g
+        yield gauge(
+            "last_apply_chunk_requests", "Chunk files the last apply fetched", value=float(requests)
+        )
 
 
 def registry_for(settings: Settings, boot_env: BootEnv | None = None) -> Any:
