@@ -78,6 +78,11 @@ def _rc(boot: Boot, step: str) -> int | None:
     return None if found is None else found.rc
 
 
+def _step_ok(boot: Boot, step: str, rc: int = 0) -> None:
+    """Step ``step`` of this boot ended with ``rc``; if not, show what it printed."""
+    assert _rc(boot, step) == rc, f"step {step}: want exit {rc}\n{boot.output(step)}"
+
+
 def _state(boot: Boot) -> dict[str, Any]:
     assert boot.state is not None, "no state.json on the data partition"
     return boot.state
@@ -121,7 +126,7 @@ def _verified_by_tuf(box: WholeBox, boot: Boot, *, must_be_adaptive: bool = True
 def _refused(boot: Boot, how: str, reason: str) -> None:
     """The agent refused what the mirror ``how`` served: exit 6, ``reason``, no sector written."""
     name = f"refuse-{how}"
-    assert _rc(boot, name) == 6, boot.tail()
+    _step_ok(boot, name, 6)
     doc = boot.documents.get(name)
     assert doc is not None, boot.tail()
     assert (doc["ok"], doc["exit_code"], doc["trust"]["mode"]) == (False, 6, "tuf"), doc
@@ -137,8 +142,8 @@ def _update(
     assert booted is not None
     boot = box.boot(plan)
     assert boot.grub_slot is booted, boot.tail()
-    assert _rc(boot, "boot-helper") == 0, boot.tail()
-    assert _rc(boot, "apply") == 0, boot.tail()
+    _step_ok(boot, "boot-helper")
+    _step_ok(boot, "apply")
     assert boot.end == "reboot", f"activate --reboot did not reboot\n{boot.tail()}"
     target = booted.other()
     assert boot.env == {"active_slot": target.value, "boot_counter": "3", "boot_success": "0"}
@@ -162,7 +167,7 @@ def healthy_update_commits(tmp: Path) -> WholeBox:
     )
     _ran(update, Slot.A, OLD)
     for step in ("python-start", "agent-version", "agent-status", "check"):
-        assert _rc(update, step) == 0, f"{step}\n{update.tail()}"
+        _step_ok(update, step)
     _refused(update, "tampered-image", "hash_mismatch")
     _refused(update, "expired-timestamp", "expired_metadata")
     assert update.env == TRIAL_B
@@ -170,7 +175,7 @@ def healthy_update_commits(tmp: Path) -> WholeBox:
     trial = box.boot()
     _ran(trial, Slot.B, NEW)
     assert (trial.result.markers[-1].counter, trial.result.markers[-1].saved) == ("2", True)
-    assert _rc(trial, "boot-helper") == 0, trial.tail()
+    _step_ok(trial, "boot-helper")
     assert trial.env == {"active_slot": "B", "boot_counter": "2", "boot_success": "1"}
     state = _state(trial)
     assert (state["phase"], state["from_version"], state["to_version"]) == ("success", OLD, NEW)
@@ -279,7 +284,7 @@ def power_cuts_mid_apply_then_mid_activate(tmp: Path) -> WholeBox:
     # The committed slot boots; the retried apply completes; the cut comes in activate.
     cut2 = box.boot("apply,cut-activate", cut=True)
     _ran(cut2, Slot.A, OLD)
-    assert _rc(cut2, "apply") == 0, cut2.tail()
+    _step_ok(cut2, "apply")
     assert cut2.power_cut and "KSOLO-CUT-NOW activate" in cut2.result.serial, cut2.tail()
     # The state was saved (activated), the env write never happened.
     assert _state(cut2)["phase"] == "activated"
@@ -416,6 +421,9 @@ def outcomes(
     driver.RUN["setup"] = time.monotonic() - started
     futures = {name: concurrent.futures.Future[Any]() for chain in chains for name in chain}
     driver.RUN["jobs"] = _jobs()
+    # The jobs make their folders from one factory: make its base folder here, in
+    # one thread, or two jobs race to create it.
+    tmp_path_factory.getbasetemp()
     with concurrent.futures.ThreadPoolExecutor(_jobs(), thread_name_prefix="wholebox") as pool:
         for chain in chains:
             pool.submit(_chain, chain, tmp_path_factory, futures)

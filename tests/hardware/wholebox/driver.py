@@ -102,6 +102,15 @@ class Boot:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.result.serial.strip().splitlines()[-lines:])
 
+    def output(self, name: str) -> str:
+        """What the last run of step ``name`` printed on the console (its markers included)."""
+        serial = self.result.serial
+        begin = serial.rfind(f"KSOLO-STEP-BEGIN name={name}\n")
+        if begin < 0:
+            return f"(no step {name} in this boot)\n{self.tail()}"
+        end = serial.find(f"KSOLO-STEP name={name} ", begin)
+        return serial[begin:] if end < 0 else serial[begin : serial.find("\n", end) + 1 or None]
+
     def summary(self) -> str:
         steps = " ".join(f"{s.name}={s.rc}/{s.seconds:.1f}s" for s in self.steps)
         how = (
