@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from kubesolo_core.errors import (
+    ConfigError,
     InvalidOperation,
     InvalidRelease,
     InvalidUrl,
@@ -79,7 +80,7 @@ class Agent:
         from kubesolo_core.urls import check_image_url
 
         if not self.server:
-            raise InvalidOperation(
+            raise ConfigError(
                 "no release server configured", way_out="--server URL or server= in update.conf"
             )
         release = parse_release(self.fetcher.fetch_release(self.server))

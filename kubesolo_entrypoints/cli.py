@@ -291,11 +291,29 @@ def metrics(
 @handled
 def demo(
     keep: bool = typer.Option(False, "--keep", help="Keep the sandbox directory afterwards."),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print one JSON document of the outcome (the story goes to stderr)."
+    ),
 ) -> None:
-    """The whole lifecycle in a throw-away sandbox: no root, no network, seconds."""
+    """The whole lifecycle in a throw-away sandbox: no root, no network, seconds.
+
+    A good release (1.1.0) is applied, trialled and committed; a bad one (1.2.0)
+    is trialled until GRUB rolls back. Exit 1 if either ends otherwise.
+    """
+    from kubesolo_core.errors import OperationFailed
+    from kubesolo_entrypoints import render
     from kubesolo_entrypoints.demo import run_demo
 
-    run_demo(keep=keep)
+    result = run_demo(keep=keep, aside=json_out)
+    if json_out:
+        tell(render.dumps(result.to_json()))
+    if not result.as_expected:
+        raise OperationFailed(
+            f"the demo ended otherwise than it should: first update {result.first_phase} "
+            f"on {result.first_booted} (want success on B), second {result.second_phase} "
+            f"on {result.second_booted} (want rolled_back on B)",
+            way_out="report it: the demo runs the same code as a box",
+        )
 
 
 @app.command()

@@ -48,6 +48,11 @@ def _say(text: str = "") -> None:
     typer.echo(text)
 
 
+def _say_aside(text: str = "") -> None:
+    # With --json the narrative goes to stderr: stdout holds one document.
+    typer.echo(text, err=True)
+
+
 @attrs.frozen(kw_only=True)
 class DemoResult:
     """Checkpoints of a demo run (for tests)."""
@@ -58,10 +63,42 @@ class DemoResult:
     second_phase: str
     second_booted: str
     boots: int
+    kept: bool = False
+
+    @property
+    def as_expected(self) -> bool:
+        """The good release committed on B; the bad one ended rolled back, B still booted."""
+        return (self.first_phase, self.first_booted, self.second_phase, self.second_booted) == (
+            "success",
+            "B",
+            "rolled_back",
+            "B",
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.as_expected,
+            "sandbox": str(self.sandbox),
+            "kept": self.kept,
+            "first_update": {
+                "version": "1.1.0",
+                "expected": "success on slot B",
+                "phase": self.first_phase,
+                "booted": self.first_booted,
+            },
+            "second_update": {
+                "version": "1.2.0",
+                "expected": "rolled_back, slot B booted",
+                "phase": self.second_phase,
+                "booted": self.second_booted,
+                "trial_boots": self.boots,
+            },
+        }
 
 
-def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
-    """Run the demo; everything it shows goes to stdout, in order."""
+def run_demo(*, keep: bool = False, workdir: Path | None = None, aside: bool = False) -> DemoResult:
+    """Run the demo; everything it shows goes to stdout, in order (stderr if ``aside``)."""
+    say = _say_aside if aside else _say
     from kubesolo_adapters.fakes import MemoryKube, MemoryProbes
     from kubesolo_entrypoints import render
     from kubesolo_entrypoints.bootstrap import bootstrap
@@ -111,7 +148,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
 
             def event(name: str, **fields: object) -> None:
                 detail = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-                _say(f"    . {name} {detail}")
+                say(f"    . {name} {detail}")
 
             agent = bootstrap(settings, events=event, kube=kube, probes=probes)
             sick = {"1.2.0"}
@@ -128,22 +165,22 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                         running_since=agent.clock.now() if healthy else None,
                     )
                 ]
-                _say(f"  reboot: GRUB boots slot {slot.value} ({version}): {how}")
+                say(f"  reboot: GRUB boots slot {slot.value} ({version}): {how}")
                 return slot
 
             def status(title: str) -> None:
-                _say(f"\n$ kubesolo-update status   # {title}")
-                _say(render.status_text(agent.status(), where=str(box.grubenv)))
-                _say(f"Trust:       {trust_view(settings)['note']}")
+                say(f"\n$ kubesolo-update status   # {title}")
+                say(render.status_text(agent.status(), where=str(box.grubenv)))
+                say(f"Trust:       {trust_view(settings)['note']}")
 
             def healthcheck() -> bool:
-                _say("$ kubesolo-update healthcheck   # what init runs at every boot")
+                say("$ kubesolo-update healthcheck   # what init runs at every boot")
                 outcome = agent.healthcheck()
-                _say(render.health_text(outcome))
+                say(render.health_text(outcome))
                 return outcome.healthy
 
-            _say(f"kubesolo-update demo: a box in a sandbox at {root}")
-            _say(
+            say(f"kubesolo-update demo: a box in a sandbox at {root}")
+            say(
                 "  real: grubenv file, "
                 + (
                     "ext2 image files"
@@ -153,31 +190,31 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                 + f" as slots, a signed TUF repository (kubesolo-release) on {base}, "
                 "the agent's TUF client, gzip image, state.json"
             )
-            _say("  stand-ins: the node (in-memory Kubernetes), the firmware (the GRUB model)")
+            say("  stand-ins: the node (in-memory Kubernetes), the firmware (the GRUB model)")
             agent.boot_env.force_rollback(Slot.A)  # a fresh env, committed on A
             reboot()
             status("a fresh box on 1.0.0")
 
-            _say("\n== first update: 1.1.0, a good release ==")
+            say("\n== first update: 1.1.0, a good release ==")
             publish_signed(repo, "1.1.0", make_fs_image(root, "1.1.0"))
-            _say("$ kubesolo-update check")
-            _say(agent.check().reason)
-            _say("$ kubesolo-update apply")
-            _say(agent.apply().message)
-            _say("$ kubesolo-update activate")
+            say("$ kubesolo-update check")
+            say(agent.check().reason)
+            say("$ kubesolo-update apply")
+            say(agent.apply().message)
+            say("$ kubesolo-update activate")
             state = agent.activate().state
-            _say(f"slot {state.target_slot.value if state.target_slot else '?'} activated")
+            say(f"slot {state.target_slot.value if state.target_slot else '?'} activated")
             status("activated, before the reboot")
             reboot()
             healthcheck()
             status("after the trial boot and the health check")
             first = agent.status()
 
-            _say("\n== second update: 1.2.0, its node never gets Ready ==")
+            say("\n== second update: 1.2.0, its node never gets Ready ==")
             publish_signed(repo, "1.2.0", make_fs_image(root, "1.2.0"))
-            _say("$ kubesolo-update apply")
-            _say(agent.apply().message)
-            _say("$ kubesolo-update activate")
+            say("$ kubesolo-update apply")
+            say(agent.apply().message)
+            say("$ kubesolo-update activate")
             agent.activate()
             boots = 0
             for _ in range(8):  # bounded: GRUB gives up after three trial boots
@@ -186,10 +223,10 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
                 healthy = healthcheck()
                 if healthy or agent.status().state.phase.value == "rolled_back":
                     break
-                _say(f"  (init reboots: the trial of slot {slot.value} is unhealthy)")
+                say(f"  (init reboots: the trial of slot {slot.value} is unhealthy)")
             status("after GRUB rolled back")
             second = agent.status()
-        _say(f"\ndone: {'kept' if keep else 'removing'} the sandbox {root}")
+        say(f"\ndone: {'kept' if keep else 'removing'} the sandbox {root}")
         return DemoResult(
             sandbox=root,
             first_phase=first.state.phase.value,
@@ -197,6 +234,7 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None) -> DemoResult:
             second_phase=second.state.phase.value,
             second_booted=second.booted_slot.value if second.booted_slot else "?",
             boots=boots,
+            kept=keep,
         )
     finally:
         if not keep:

@@ -278,6 +278,38 @@ def test_demo_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Trust:       TUF, channel stable" in r.stdout and "UNSIGNED" not in r.stdout
 
 
+def test_demo_json_is_one_document_and_the_story_goes_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_tool("mkfs.ext2", "debugfs")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    r = runner.invoke(app, ["demo", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True
+    assert (doc["first_update"]["phase"], doc["first_update"]["booted"]) == ("success", "B")
+    assert doc["second_update"]["phase"] == "rolled_back"
+    assert doc["second_update"]["trial_boots"] == 4
+    assert "GRUB rolls back" in r.stderr and "GRUB rolls back" not in r.stdout
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_demo_that_ends_otherwise_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_out: bool
+) -> None:
+    """The demo checks its own outcome: a rollback that did not happen is exit 1."""
+    wrong = demo.DemoResult(
+        sandbox=tmp_path, first_phase="success", first_booted="B",
+        second_phase="activated", second_booted="A", boots=8,
+    )  # fmt: skip
+    monkeypatch.setattr(demo, "run_demo", lambda **_: wrong)
+    r = runner.invoke(app, ["demo", *(["--json"] if json_out else [])])
+    assert r.exit_code == ExitCode.FAILED, r.output
+    assert "want rolled_back on B" in r.stderr
+    if json_out:
+        assert json.loads(r.stdout)["ok"] is False
+
+
 # --------------------------------------------------------------------------- exit codes
 
 
