@@ -8,6 +8,7 @@ import pytest
 
 from kubesolo_adapters.fakes import MemoryBox
 from kubesolo_core.errors import (
+    ConfigError,
     FetchError,
     InvalidOperation,
     PreflightRefused,
@@ -247,8 +248,10 @@ def test_status_reports_slots_and_boot_env(box: MemoryBox[Any]) -> None:
 def test_no_server_configured(box: MemoryBox[Any]) -> None:
     agent = box.agent()
     agent.server = None
-    with pytest.raises(InvalidOperation, match="--server"):
+    with pytest.raises(ConfigError, match="--server"):
         agent.check()
+    with pytest.raises(ConfigError, match="--server"):
+        agent.apply()
 
 
 # ---------------------------------------------------------------- issue 8, bug 2: never stuck
