@@ -10,8 +10,10 @@ What a fleet operator runs (the workspace holds keys; only DIR/repository is ser
     rsync -a /srv/ksolo/repository/ web:/var/www/updates/  # any static server, S3, CDN
     kubesolo-release --dir /srv/ksolo timestamp            # cron, at least daily
 
-Exit codes: 0 ok; 1 failed (a signer unavailable, verification failed);
-2 usage (bad option, not a workspace).
+Exit codes: 0 ok; 1 failed (a signer unavailable, verification failed, the
+repository refuses: another image for a published version, a channel going
+back without --allow-downgrade); 2 usage (bad option, version, name or image
+file; not a workspace).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _say(text: str) -> None:
 def handled(fn: F) -> F:
     """One line and exit code 2 (usage) or 1 (failed) for every error of ours."""
     from kubesolo_core.errors import KubesoloError
-    from kubesolo_entrypoints.publisher.repo import PublishError
+    from kubesolo_entrypoints.publisher.workspace import PublishError, PublishUsage
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -56,7 +58,11 @@ def handled(fn: F) -> F:
             return fn(*args, **kwargs)
         except PublishError as exc:
             _say(f"kubesolo-release: error: {exc}")
-            usage = "workspace" in exc.message or exc.message.startswith("--")
+            usage = (
+                isinstance(exc, PublishUsage)
+                or "workspace" in exc.message
+                or exc.message.startswith("--")
+            )
             raise typer.Exit(2 if usage else 1) from None
         except KubesoloError as exc:
             _say(f"kubesolo-release: error: {exc}")
@@ -215,6 +221,12 @@ def add(  # noqa: PLR0917
         help="Also publish a chunk index and add new chunks to the shared chunk store "
         "(adaptive updates: boxes fetch only what they lack).",
     ),
+    allow_downgrade: bool = typer.Option(
+        False,
+        "--allow-downgrade",
+        help="Let the channel go back to a lower version than it offers now (on purpose only: "
+        "boxes still older than the current one would take it).",
+    ),
 ) -> None:
     """Publish IMAGE as VERSION on CHANNEL: sizes, hashes, compression, targets, re-signed."""
     doc = _repo(ctx).add(
@@ -225,6 +237,7 @@ def add(  # noqa: PLR0917
         min_from=min_from,
         chunk_size=chunk_size,
         chunks=chunks,
+        allow_downgrade=allow_downgrade,
     )
     index = f", chunk index {doc.image.chunks.index}" if doc.image.chunks else ""
     typer.echo(

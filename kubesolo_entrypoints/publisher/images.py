@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from kubesolo_entrypoints.publisher.workspace import PublishError
+from kubesolo_entrypoints.publisher.workspace import PublishError, PublishUsage
 
-__all__ = ["IMAGE_SUFFIX", "chunk_index", "prepare"]
+__all__ = ["IMAGE_SUFFIX", "chunk_index", "prepare", "raw_sha256"]
 
 IMAGE_SUFFIX = {"none": ".img", "gzip": ".img.gz", "zstd": ".img.zst"}
 
@@ -55,12 +55,30 @@ def prepare(
                     raw_size += len(block)
                     sink.write(block)
     if raw_size == 0:
-        raise PublishError(f"image {image} is empty")
+        raise PublishUsage(f"image {image} is empty")
     chunks = []
     with _reader(served) as fh:
         for block in _blocks(fh, chunk_size):
             chunks.append(hashlib.sha256(block).hexdigest())
     return served, raw_size, raw_digest.hexdigest(), chunks
+
+
+def raw_sha256(served: Path) -> str:
+    """SHA-256 of the raw image inside a served image file (.img, .img.gz or .img.zst)."""
+    digest = hashlib.sha256()
+    with served.open("rb") as fh:
+        if served.name.endswith(".gz"):
+            source: Any = gzip.GzipFile(fileobj=fh, mode="rb")
+        elif served.name.endswith(".zst"):
+            import zstandard
+
+            source = zstandard.ZstdDecompressor().stream_reader(fh)
+        else:
+            source = fh
+        with source:
+            for block in _blocks(source):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def chunk_index(image: Path, tmp: Path, store: Path, *, raw_size: int, raw_sha256: str) -> Path:

@@ -37,13 +37,14 @@ from kubesolo_core.channel import (
 )
 from kubesolo_core.errors import KubesoloError
 from kubesolo_core.versions import Version
-from kubesolo_entrypoints.publisher.images import IMAGE_SUFFIX, chunk_index, prepare
+from kubesolo_entrypoints.publisher.images import IMAGE_SUFFIX, chunk_index, prepare, raw_sha256
 from kubesolo_entrypoints.publisher.workspace import (
     CONFIG,
     DEFAULT_EXPIRES,
     ROLES,
     SERIALIZER,
     PublishError,
+    PublishUsage,
     SignerSpec,
     Workspace,
     public_key_from_pem,
@@ -142,40 +143,55 @@ class Repository(Workspace):
         min_from: str | None = None,
         chunk_size: int = DEFAULT_CHUNK,
         chunks: bool = True,
+        allow_downgrade: bool = False,
     ) -> ChannelDoc:
         """Publish ``image`` as ``version`` on ``channel``: image and channel targets, re-signed.
 
         With ``chunks`` the image's new chunks join the chunk store
         (``targets/chunks/``) and its chunk index becomes a target the
         channel document names: boxes then fetch only what they lack.
+
+        A version names one raw image forever, whatever its compression; a
+        channel does not go back to a lower version unless ``allow_downgrade``.
+        Both are checked before anything is stored or signed.
         """
-        channel_name(channel)
-        for text in (version, min_from):
+        try:
+            channel_name(channel)
+        except KubesoloError as exc:
+            raise PublishUsage(exc.message, way_out=exc.way_out) from None
+        parsed: dict[str, Version] = {}
+        for option, text in (("--version", version), ("--min-from", min_from)):
             if text is not None:
                 try:
-                    Version.parse(text)
+                    parsed[option] = Version.parse(text)
                 except KubesoloError as exc:
-                    raise PublishError(exc.message, way_out="e.g. --version 1.3.0") from None
+                    raise PublishUsage(
+                        f"{option}: {exc.message}", way_out=f"e.g. {option} 1.3.0"
+                    ) from None
+        if "--min-from" in parsed and parsed["--version"] < parsed["--min-from"]:
+            raise PublishUsage(
+                f"--min-from {min_from} is above the release's own version {version}: "
+                "no box could take it",
+                way_out="--min-from names the oldest version that may update to this one",
+            )
         if compress not in IMAGE_SUFFIX:
-            raise PublishError(
+            raise PublishUsage(
                 f"--compress {compress!r} is not one of none, gzip, zstd", way_out="--compress zstd"
             )
         if chunk_size < 4096:
-            raise PublishError("--chunk-size must be at least 4096 bytes")
+            raise PublishUsage("--chunk-size must be at least 4096 bytes")
         if not image.is_file():
-            raise PublishError(f"image {image} is not a file")
+            raise PublishUsage(f"image {image} is not a regular file")
         self.config()
         target_path = f"images/kubesolo-os-{version}{IMAGE_SUFFIX[compress]}"
         targets = self.load("targets")
-        existing = targets.signed.targets.get(target_path)
+        self._refuse_channel_downgrade(
+            targets.signed, channel, parsed["--version"], allow_downgrade
+        )
         with tempfile.TemporaryDirectory(dir=self.root_dir) as tmp:
             served, raw_size, raw_sha, pieces = prepare(image, Path(tmp), compress, chunk_size)
+            self._refuse_another_image(targets.signed, version, raw_sha)
             info = self._store_target(served, target_path)
-            if existing is not None and existing.hashes != info.hashes:
-                raise PublishError(
-                    f"{version} is already published with another image ({target_path})",
-                    way_out="publish a new version number: a version names one image forever",
-                )
             index = None
             if chunks:
                 index = ChannelChunks(index=f"images/kubesolo-os-{version}.chunks")
@@ -210,6 +226,59 @@ class Repository(Workspace):
         self._cascade(data)
         return doc
 
+    def _stored(self, path: str, info: TargetFile) -> Path:
+        """Where target ``path`` lives in the repository (consistent snapshot: by its hash)."""
+        dirname, _, basename = path.rpartition("/")
+        return self.targets_dir / dirname / f"{info.hashes['sha256']}.{basename}"
+
+    def _channel_version(self, targets: Targets, channel: str) -> Version | None:
+        info = targets.targets.get(channel_target(channel))
+        if info is None:
+            return None
+        try:
+            doc = parse_channel(
+                self._stored(channel_target(channel), info).read_bytes(), channel=channel
+            )
+        except (OSError, KubesoloError) as exc:
+            raise PublishError(
+                f"channel {channel}: its published document cannot be read ({exc})",
+                way_out="run `kubesolo-release verify`",
+            ) from None
+        return doc.version
+
+    def _refuse_channel_downgrade(
+        self, targets: Targets, channel: str, version: Version, allow: bool
+    ) -> None:
+        current = self._channel_version(targets, channel)
+        if current is not None and version < current and not allow:
+            raise PublishError(
+                f"channel {channel} offers {current}; {version} is lower (boxes that took "
+                f"{current} refuse it, boxes still older would take it)",
+                way_out="check the version; to move the channel back on purpose, "
+                "add --allow-downgrade",
+            )
+
+    def _refuse_another_image(self, targets: Targets, version: str, raw_sha: str) -> None:
+        """A version names one raw image: refuse ``raw_sha`` if another is published as it."""
+        for suffix in IMAGE_SUFFIX.values():
+            path = f"images/kubesolo-os-{version}{suffix}"
+            info = targets.targets.get(path)
+            if info is None:
+                continue
+            stored = self._stored(path, info)
+            try:
+                published = raw_sha256(stored)
+            except (OSError, ValueError) as exc:
+                raise PublishError(
+                    f"{version} is published as {path}, which cannot be read ({exc})",
+                    way_out="run `kubesolo-release verify`",
+                ) from None
+            if published != raw_sha:
+                raise PublishError(
+                    f"{version} is already published with another image ({path})",
+                    way_out="publish a new version number: a version names one image forever",
+                )
+
     # ----------------------------------------------------------------- timestamp
 
     def timestamp(self, *, days: float | None = None) -> list[str]:
@@ -241,7 +310,7 @@ class Repository(Workspace):
     def resign(self, role: str) -> None:
         """Re-sign ``role`` with a fresh expiry (and what depends on it)."""
         if role not in ROLES:
-            raise PublishError(f"unknown role {role!r}", way_out="one of " + ", ".join(ROLES))
+            raise PublishUsage(f"unknown role {role!r}", way_out="one of " + ", ".join(ROLES))
         if role == "root":
             self.rotate("root", keep_keys=True)
             return
@@ -264,7 +333,7 @@ class Repository(Workspace):
         the new ones, so clients follow the chain. Returns the new root version.
         """
         if role not in ROLES:
-            raise PublishError(f"unknown role {role!r}", way_out="one of " + ", ".join(ROLES))
+            raise PublishUsage(f"unknown role {role!r}", way_out="one of " + ", ".join(ROLES))
         cfg = self.config()
         old_root_md = self.load("root")
         old_root = old_root_md.signed

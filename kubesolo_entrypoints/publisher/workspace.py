@@ -60,6 +60,10 @@ class PublishError(KubesoloError):
     """The publisher could not do what was asked (bad input, missing key, unverifiable result)."""
 
 
+class PublishUsage(PublishError):
+    """What was asked is wrong in itself (a bad version, name, option or file): exit 2."""
+
+
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 

@@ -131,7 +131,7 @@ def test_add_refuses_bad_versions_and_a_second_image_for_one_version(
     ws = str(tmp_path / "ws")
     assert release("--dir", ws, "init").exit_code == 0
     r = release("--dir", ws, "add", str(image), "--version", "one")
-    assert r.exit_code != 0 and "version" in r.stderr
+    assert r.exit_code == 2 and "--version" in r.stderr
     assert release("--dir", ws, "add", str(image), "--version", "1.0.0").exit_code == 0
     other = tmp_path / "other.img"
     other.write_bytes(b"x" * 5000)
@@ -153,3 +153,59 @@ def test_the_console_script_runs() -> None:
         check=False,
     )
     assert r.returncode == 0 and "init" in r.stdout and "rotate" in r.stdout
+
+
+def _stored_images(ws: Path) -> list[str]:
+    return sorted(p.name for p in (ws / "repository" / "targets" / "images").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("none", "zstd"), ("zstd", "gzip"), ("gzip", "none")]
+)
+def test_a_version_names_one_image_whatever_its_compression(
+    tmp_path: Path, image: Path, first: str, second: str
+) -> None:
+    ws = tmp_path / "ws"
+    assert release("--dir", str(ws), "init").exit_code == 0
+    r = release("--dir", str(ws), "add", str(image), "--version", "1.0.0", "--compress", first)
+    assert r.exit_code == 0, r.output
+    before = _stored_images(ws)
+    other = tmp_path / "other.img"
+    other.write_bytes(image.read_bytes()[::-1])
+    r = release("--dir", str(ws), "add", str(other), "--version", "1.0.0", "--compress", second)
+    assert r.exit_code == 1, r.output
+    assert "already published with another image" in r.stderr
+    assert _stored_images(ws) == before, "a refused image was stored in the repository"
+    # the same raw image in another compression is the same release
+    r = release("--dir", str(ws), "add", str(image), "--version", "1.0.0", "--compress", second)
+    assert r.exit_code == 0, r.output
+    assert release("--dir", str(ws), "verify").exit_code == 0
+
+
+def test_a_channel_goes_back_only_on_purpose(tmp_path: Path, image: Path) -> None:
+    ws = str(tmp_path / "ws")
+    assert release("--dir", ws, "init").exit_code == 0
+    assert release("--dir", ws, "add", str(image), "--version", "1.10.0").exit_code == 0
+    # 1.9.0 after 1.10.0: a typo (1.1O / 1.9) or a deliberate move back
+    r = release("--dir", ws, "add", str(image), "--version", "1.9.0")
+    assert r.exit_code == 1, r.output
+    assert "stable offers 1.10.0" in r.stderr and "--allow-downgrade" in r.stderr
+    status = json.loads(release("--dir", ws, "status", "--json").stdout)
+    assert status["channels"]["stable"]["version"] == "1.10.0"
+    # another channel has its own history
+    r = release("--dir", ws, "add", str(image), "--version", "1.9.0", "--channel", "beta")
+    assert r.exit_code == 0, r.output
+    r = release("--dir", ws, "add", str(image), "--version", "1.9.0", "--allow-downgrade")
+    assert r.exit_code == 0, r.output
+    status = json.loads(release("--dir", ws, "status", "--json").stdout)
+    assert status["channels"]["stable"]["version"] == "1.9.0"
+
+
+def test_min_from_above_the_version_is_a_usage_error(tmp_path: Path, image: Path) -> None:
+    ws = str(tmp_path / "ws")
+    assert release("--dir", ws, "init").exit_code == 0
+    r = release("--dir", ws, "add", str(image), "--version", "1.0.0", "--min-from", "2.0.0")
+    assert r.exit_code == 2, r.output
+    assert "--min-from 2.0.0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = release("--dir", ws, "add", str(tmp_path / "missing.img"), "--version", "1.0.0")
+    assert r.exit_code == 2 and "missing.img" in r.stderr, r.output
