@@ -72,6 +72,8 @@ __all__ = ["CHANNEL_LIMIT", "TufFetcher", "classify_fetch_error"]
 
 #: a channel document is a few KiB (a 4 GiB image in 4 MiB chunks: ~70 KiB)
 CHANNEL_LIMIT = 1 << 20
+#: the shipped root.json: ngclient takes a root of at most 512,000 bytes from a repository
+MAX_ROOT_BYTES = 512_000
 
 
 def classify_fetch_error(exc: BaseException) -> str | None:
@@ -117,8 +119,12 @@ class TufFetcher:
     # ----------------------------------------------------------------- plumbing
 
     def _root_bytes(self) -> bytes:
+        from kubesolo_adapters.inputs import read_input
+
         try:
-            return self.trust_root.read_bytes()
+            # a regular file only (a FIFO would block, /dev/zero never end),
+            # and no bigger than ngclient would take a root from a repository
+            return read_input(self.trust_root, limit=MAX_ROOT_BYTES)
         except OSError as exc:
             raise ConfigError(
                 f"trust_root {self.trust_root} cannot be read: {exc.strerror or exc}",

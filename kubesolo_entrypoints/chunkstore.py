@@ -52,6 +52,8 @@ def main(  # noqa: PLR0917  (typer maps parameters to options)
     """Chunk IMAGE into a content-addressed store and write its chunk index into OUTDIR."""
     from kubesolo_adapters.atomic import atomic_write
     from kubesolo_adapters.chunkstore import publish_chunks
+    from kubesolo_adapters.http import RELEASE_LIMIT
+    from kubesolo_adapters.inputs import read_input
     from kubesolo_core.errors import KubesoloError
     from kubesolo_core.release import parse_release
 
@@ -65,10 +67,11 @@ def main(  # noqa: PLR0917  (typer maps parameters to options)
     doc = None
     if release is not None:
         try:
-            doc = json.loads(release.read_text(encoding="utf-8"))
+            doc = json.loads(read_input(release, limit=RELEASE_LIMIT).decode("utf-8"))
             spec = parse_release(doc).image
         except (OSError, ValueError) as exc:
-            raise _die(f"--release {release}: {exc}", ExitCode.USAGE) from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise _die(f"--release {release}: {reason}", ExitCode.USAGE) from None
         except KubesoloError as exc:
             raise _die(f"--release {release}: {exc}", ExitCode.CORRUPT) from None
     if release is not None and image.stat().st_size != spec.raw_size:

@@ -27,6 +27,18 @@ def _flag(key: str, value: str | None):  # type: ignore[no-untyped-def]
     return prepare
 
 
+def _trust_root_fifo(box: HostileBox) -> list[Path]:
+    box.flags["trust_root"] = str(fifo(box.root / "root-pipe.json"))
+    return [box.root / "root-pipe.json"]
+
+
+def _trust_root_huge(box: HostileBox) -> None:
+    huge = box.root / "huge-root.json"
+    with huge.open("wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB of nothing
+    box.flags["trust_root"] = str(huge)
+
+
 def _env(name: str, value: str, *, drop_flag: str | None = None):  # type: ignore[no-untyped-def]
     def prepare(box: HostileBox) -> None:
         box.env[name] = value.format(port=box.server.port, root=box.root)
@@ -65,6 +77,15 @@ FLAG_CASES: list[Case] = [
          prepare=_flag("server", "http://exämple.com/release.json")),
     case(FLAGS, "server-20k-characters", "check", USAGE, ("--server", "long"),
          prepare=_flag("server", "http://127.0.0.1:{port}/" + "a" * 20000)),
+    case(FLAGS, "trust-root-endless-device", "check", USAGE,
+         ("trust_root /dev/zero", "character device"), prepare=_flag("trust_root", "/dev/zero"),
+         timeout=20),
+    case(FLAGS, "trust-root-fifo", "apply", USAGE, ("root-pipe.json", "FIFO"),
+         prepare=_trust_root_fifo, state_intact=True, timeout=20),
+    case(FLAGS, "trust-root-a-directory", "check", USAGE, ("trust_root {root}", "directory"),
+         prepare=_flag("trust_root", "{root}")),
+    case(FLAGS, "trust-root-64-mib", "check", USAGE, ("huge-root.json", "512000 bytes"),
+         prepare=_trust_root_huge, timeout=20),
     case(FLAGS, "server-empty-check", "check", USAGE, ("no release server", "--server"),
          prepare=_flag("server", "")),
     case(FLAGS, "server-empty-apply", "apply", USAGE, ("no release server", "--server"),
