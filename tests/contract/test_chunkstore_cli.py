@@ -29,7 +29,7 @@ def chunkstore(*args: str | Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     path = tmp_path / "os-1.1.0.img"
-    path.write_bytes(random.Random(1101).randbytes(3 << 20))
+    path.write_bytes(random.Random(1101).randbytes(3 << 20))  # noqa: S311  (test data)
     return path
 
 
