@@ -32,6 +32,26 @@ def _import_structlog() -> Any:
     return structlog
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """A value as a log line should carry it: domain values (a Version, a Slot) by their text."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    text = getattr(value, "value", None)  # an enum member: its value, not Slot.B
+    return text if isinstance(text, str) else str(value)
+
+
+def _plain_fields(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    # A fleet's log search asks for to_version="2.0.0", not for a Python repr.
+    return {key: _plain(value) for key, value in event.items()}
+
+
 def configure(log_format: str = "auto", stream: Any = None) -> Any:
     """Configure structlog for this process and return a logger."""
     structlog = _import_structlog()
@@ -46,6 +66,7 @@ def configure(log_format: str = "auto", stream: Any = None) -> Any:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _plain_fields,
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=out),

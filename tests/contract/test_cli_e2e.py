@@ -119,8 +119,10 @@ def test_full_update_on_loop_devices(box: dict[str, object]) -> None:
     assert r.returncode == 0, r.stderr
     assert "1.1.0 staged on slot B (verified)" in r.stdout
     # Logs are JSON lines on stderr when it is not a TTY.
-    events = [json.loads(line)["event"] for line in r.stderr.splitlines() if line.startswith("{")]
-    assert "update.phase" in events
+    logged = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    assert "update.phase" in [e["event"] for e in logged]
+    # versions are logged as their text (a fleet's log search asks for "1.1.0")
+    assert {e.get("to_version") for e in logged if e["event"] == "update.phase"} == {"1.1.0"}
 
     r = cli(box, "activate")
     assert r.returncode == 0, r.stderr
