@@ -14,8 +14,10 @@ Conventions:
   annotations``): typer would evaluate every one of them as text at each start.
 """
 
+import contextlib
 import gc
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -190,22 +192,53 @@ def activate(
         "--reboot",
         help="Reboot into the trial now (the tryboot way: 'reboot \"0 tryboot\"').",
     ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """staged -> activated: the bootloader will trial the new slot at the next boot."""
     agent = run_of(ctx).agent()
-    result = agent.activate()
-    tell(result.message(rebooting=reboot))
+    with _json_failure(json_out):
+        result = agent.activate()
+    message = result.message(rebooting=reboot)
+    tell(_state_json(message, result.state, rebooting=reboot) if json_out else message)
     if reboot:
         agent.boot_env.request_reboot()
 
 
 @app.command()
 @handled
-def rollback(ctx: typer.Context) -> None:
+def rollback(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
     """Switch back to the previous slot now (manual); reboot to run it."""
-    state = run_of(ctx).agent().rollback()
+    with _json_failure(json_out):
+        state = run_of(ctx).agent().rollback()
     slot = state.from_slot.value if state.from_slot else "?"
-    tell(f"rolled back: slot {slot} ({state.from_version}) is committed; reboot to run it")
+    message = f"rolled back: slot {slot} ({state.from_version}) is committed; reboot to run it"
+    tell(_state_json(message, state) if json_out else message)
+
+
+@contextlib.contextmanager
+def _json_failure(json_out: bool) -> Iterator[None]:
+    """With --json, a failure still prints one document (then the error line, the exit code)."""
+    try:
+        yield
+    except Exception as exc:
+        if json_out:
+            from kubesolo_entrypoints import render
+            from kubesolo_entrypoints.exitcodes import exit_code_for
+
+            doc = {"ok": False, "error": str(exc), "exit_code": int(exit_code_for(exc))}
+            tell(render.dumps(doc))
+        raise
+
+
+def _state_json(message: str, state: Any, **extra: Any) -> str:
+    from kubesolo_core.codec import to_jsonable, unstructure_state
+    from kubesolo_entrypoints import render
+
+    doc = {"ok": True, "message": message, "state": to_jsonable(unstructure_state(state))}
+    return render.dumps({**doc, **extra})
 
 
 @app.command()
@@ -350,11 +383,20 @@ def _count(option: str, text: str, least: int) -> int:
 
 @config_app.command("show")
 @handled
-def config_show(ctx: typer.Context) -> None:
+def config_show(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object of key: value."),
+) -> None:
     """Print the effective configuration as update.conf text."""
-    from kubesolo_entrypoints.config import conf_text
+    from kubesolo_entrypoints.config import conf_text, conf_values
 
-    tell(conf_text(run_of(ctx).settings()).rstrip("\n"))
+    settings = run_of(ctx).settings()
+    if json_out:
+        from kubesolo_entrypoints import render
+
+        tell(render.dumps(conf_values(settings)))
+        return
+    tell(conf_text(settings).rstrip("\n"))
 
 
 @config_app.command("from-cloud-init")

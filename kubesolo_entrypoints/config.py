@@ -388,6 +388,18 @@ def load_settings(
         raise ConfigError(f"configuration: {exc}") from None
 
 
+def conf_values(settings: Settings) -> dict[str, Any]:
+    """``settings`` as JSON values, key by key (what ``config show --json`` prints)."""
+    values: dict[str, Any] = {}
+    for key in PARSERS:
+        if key in NOT_IN_FILE:
+            continue
+        value = getattr(settings, key)
+        plain = value is None or isinstance(value, bool | int | float | str)
+        values[key] = value if plain else str(value)
+    return values
+
+
 def conf_text(settings: Settings) -> str:
     """``settings`` as update.conf text (what ``config show`` prints)."""
     lines = []

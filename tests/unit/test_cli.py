@@ -230,6 +230,39 @@ def test_config_show_reflects_precedence(world: World, tmp_path: Path) -> None:
     assert "auto_rollback_after=5" in r.stdout
 
 
+def test_config_show_json_has_typed_values_and_the_text_form_keys(tmp_path: Path) -> None:
+    conf = tmp_path / "update.conf"
+    conf.write_text("server=https://file.example/r.json\nauto_rollback_after=2\nadaptive=false\n")
+    run = Run({"config": str(conf)}, environ={})
+    r = runner.invoke(app, ["config", "show", "--json"], obj=run)
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["server"] == "https://file.example/r.json"
+    assert doc["auto_rollback_after"] == 2 and doc["adaptive"] is False
+    text = runner.invoke(app, ["config", "show"], obj=Run({"config": str(conf)}, environ={}))
+    assert sorted(doc) == sorted(line.split("=", 1)[0] for line in text.stdout.splitlines())
+
+
+def test_activate_and_rollback_json(world: World) -> None:
+    # failing: one document on stdout too, then the error line and the exit code
+    r = world.invoke("activate", "--json")
+    assert r.exit_code == ExitCode.FAILED
+    doc = json.loads(r.stdout)
+    assert (doc["ok"], doc["exit_code"]) == (False, 1) and "nothing staged" in doc["error"]
+    assert "nothing staged" in _one_error_line(r)
+    assert world.invoke("apply").exit_code == 0
+    r = world.invoke("activate", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["rebooting"] is False
+    assert (doc["state"]["phase"], doc["state"]["target_slot"]) == ("activated", "B")
+    r = world.invoke("rollback", "--json")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and "rolled back" in doc["message"]
+    assert doc["state"]["phase"] == "rolled_back"
+
+
 def test_from_cloud_init(world: World, tmp_path: Path) -> None:
     userdata = tmp_path / "user-data"
     userdata.write_text(
