@@ -14,17 +14,15 @@ Conventions:
   annotations``): typer would evaluate every one of them as text at each start.
 """
 
-import contextlib
 import gc
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import typer
 
 from kubesolo_entrypoints.config import GLOBAL
 from kubesolo_entrypoints.exitcodes import HELP_EPILOG, ExitCode
-from kubesolo_entrypoints.invocation import Run, handled, run_of, say, tell
+from kubesolo_entrypoints.invocation import Run, handled, json_reported, run_of, say, tell
 from kubesolo_entrypoints.typerlite import key_options
 
 app = typer.Typer(
@@ -196,8 +194,7 @@ def activate(
 ) -> None:
     """staged -> activated: the bootloader will trial the new slot at the next boot."""
     agent = run_of(ctx).agent()
-    with _json_failure(json_out):
-        result = agent.activate()
+    result = agent.activate()
     message = result.message(rebooting=reboot)
     tell(_state_json(message, result.state, rebooting=reboot) if json_out else message)
     if reboot:
@@ -211,26 +208,10 @@ def rollback(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Switch back to the previous slot now (manual); reboot to run it."""
-    with _json_failure(json_out):
-        state = run_of(ctx).agent().rollback()
+    state = run_of(ctx).agent().rollback()
     slot = state.from_slot.value if state.from_slot else "?"
     message = f"rolled back: slot {slot} ({state.from_version}) is committed; reboot to run it"
     tell(_state_json(message, state) if json_out else message)
-
-
-@contextlib.contextmanager
-def _json_failure(json_out: bool) -> Iterator[None]:
-    """With --json, a failure still prints one document (then the error line, the exit code)."""
-    try:
-        yield
-    except Exception as exc:
-        if json_out:
-            from kubesolo_entrypoints import render
-            from kubesolo_entrypoints.exitcodes import exit_code_for
-
-            doc = {"ok": False, "error": str(exc), "exit_code": int(exit_code_for(exc))}
-            tell(render.dumps(doc))
-        raise
 
 
 def _state_json(message: str, state: Any, **extra: Any) -> str:
@@ -341,11 +322,13 @@ def demo(
     if json_out:
         tell(render.dumps(result.to_json()))
     if not result.as_expected:
-        raise OperationFailed(
-            f"the demo ended otherwise than it should: first update {result.first_phase} "
-            f"on {result.first_booted} (want success on B), second {result.second_phase} "
-            f"on {result.second_booted} (want rolled_back on B)",
-            way_out="report it: the demo runs the same code as a box",
+        raise json_reported(
+            OperationFailed(
+                f"the demo ended otherwise than it should: first update {result.first_phase} "
+                f"on {result.first_booted} (want success on B), second {result.second_phase} "
+                f"on {result.second_booted} (want rolled_back on B)",
+                way_out="report it: the demo runs the same code as a box",
+            )
         )
 
 

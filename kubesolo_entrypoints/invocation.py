@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from kubesolo_core.services import Agent
     from kubesolo_entrypoints.config import Settings
 
-__all__ = ["Run", "fail", "handled", "run_of", "say", "tell"]
+__all__ = ["Run", "fail", "handled", "json_reported", "run_of", "say", "tell"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +41,21 @@ def fail(error: BaseException) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+def json_reported(error: BaseException) -> BaseException:
+    """Mark ``error`` as told on stdout already (a command's own richer ``--json`` document)."""
+    error.json_reported = True  # type: ignore[attr-defined]
+    return error
+
+
+def _json_error(json_out: bool, error: BaseException, message: str, code: ExitCode) -> None:
+    # Under --json a failure is one document on stdout too (a script reads one
+    # place), unless the command printed its own already (check, apply, demo).
+    if json_out and not getattr(error, "json_reported", False):
+        from kubesolo_entrypoints import render
+
+        tell(render.dumps({"ok": False, "error": message, "exit_code": int(code)}))
+
+
 def handled(fn: F) -> F:
     """Map the agent's errors (and OS errors) to one line and a documented exit code.
 
@@ -52,21 +67,27 @@ def handled(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_out = bool(kwargs.get("json_out"))
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the command's own exit code, or a usage error typer reports itself
         except KubesoloError as exc:
+            _json_error(json_out, exc, str(exc), exit_code_for(exc))
             raise fail(exc) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            say(f"kubesolo-update: error: {exc.strerror or exc}{where}")
+            message = f"{exc.strerror or exc}{where}"
+            _json_error(json_out, exc, message, ExitCode.FAILED)
+            say(f"kubesolo-update: error: {message}")
             raise typer.Exit(int(ExitCode.FAILED)) from None
         except Exception as exc:
-            say(
-                f"kubesolo-update: error: internal error: {type(exc).__name__}: "
+            message = (
+                f"internal error: {type(exc).__name__}: "
                 f"{str(exc)[:300]} (a bug in kubesolo-update: please report it)"
             )
+            _json_error(json_out, exc, message, ExitCode.FAILED)
+            say(f"kubesolo-update: error: {message}")
             raise typer.Exit(int(ExitCode.FAILED)) from None
 
     return wrapper  # type: ignore[return-value]

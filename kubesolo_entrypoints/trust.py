@@ -121,8 +121,11 @@ def refused(
     reasons = [r.reason for r in found]
     records.note_check(state, now, error=error, refusals=reasons, unsigned=view["unsigned"])
     if json_out:
+        from kubesolo_entrypoints.invocation import json_reported
+
         doc = {"ok": False, "error": str(error), "exit_code": int(exit_code_for(error))}
         tell(render.dumps({**doc, "refusals": refusal_docs(found), "trust": view}))
+        json_reported(error)
 
 
 def refusals_of(error: BaseException) -> list[Refusal]:

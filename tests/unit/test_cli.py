@@ -429,7 +429,10 @@ def test_exit_5_corrupt_input(world: World) -> None:
     r = world.invoke("status", "--json")
     assert r.exit_code == ExitCode.CORRUPT
     assert str(world.state) in _one_error_line(r)
-    assert r.stdout == ""
+    # --json: the failure is one document on stdout too, the same words and code
+    doc = json.loads(r.stdout)
+    assert (doc["ok"], doc["exit_code"]) == (False, ExitCode.CORRUPT)
+    assert str(world.state) in doc["error"]
     # The store set the file aside: the next run starts from idle.
     assert world.invoke("status", "--json").exit_code == 0
     (world.www / "release.json").write_text('{"schema": 1, "version": "1.2.0"}')
