@@ -30,6 +30,10 @@ class OperationFailed(KubesoloError):
     """An operation could not complete (network, disk, bootloader). Nothing committed."""
 
 
+class Busy(OperationFailed):
+    """Another kubesolo-update holds the run lock (apply, activate, ...): nothing was done."""
+
+
 class FetchError(OperationFailed):
     """The release document or the image could not be fetched, or did not match."""
 

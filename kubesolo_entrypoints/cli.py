@@ -22,7 +22,15 @@ import typer
 
 from kubesolo_entrypoints.config import GLOBAL
 from kubesolo_entrypoints.exitcodes import HELP_EPILOG, ExitCode
-from kubesolo_entrypoints.invocation import Run, handled, json_reported, run_of, say, tell
+from kubesolo_entrypoints.invocation import (
+    Run,
+    handled,
+    json_reported,
+    locked,
+    run_of,
+    say,
+    tell,
+)
 from kubesolo_entrypoints.typerlite import key_options
 
 app = typer.Typer(
@@ -93,6 +101,7 @@ def main_options(
 
 @app.command()
 @handled
+@locked("check")
 def check(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -129,6 +138,7 @@ def check(
 
 @app.command()
 @handled
+@locked("apply")
 def apply(
     ctx: typer.Context,
     force: bool = typer.Option(
@@ -183,6 +193,7 @@ def apply(
 
 @app.command()
 @handled
+@locked("activate")
 def activate(
     ctx: typer.Context,
     reboot: bool = typer.Option(
@@ -203,6 +214,7 @@ def activate(
 
 @app.command()
 @handled
+@locked("rollback")
 def rollback(
     ctx: typer.Context,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -224,6 +236,7 @@ def _state_json(message: str, state: Any, **extra: Any) -> str:
 
 @app.command()
 @handled
+@locked("healthcheck")
 @key_options("healthcheck")
 def healthcheck(
     ctx: typer.Context,

@@ -5,7 +5,7 @@ and the environment variable ``KUBESOLO_UPDATE_SOME_THING`` (``--config`` only
 as a flag or the variable: a config file cannot name another). A few keys
 have no flag because they only matter on unusual boxes or in tests
 (``boot_id``, ``device_tree``, ``grubenv_backend``, ``settle_timeout``,
-``log_format``, ``adaptive``); the healthcheck keys (``healthcheck_url``,
+``lock_wait``, ``log_format``, ``adaptive``); the healthcheck keys (``healthcheck_url``,
 ``auto_rollback_after``, ``kube_system_settle``) are also flags of the
 ``healthcheck`` command.
 
@@ -185,6 +185,7 @@ class Settings:
     )  # fmt: skip
     # keys without an option: they only matter on unusual boxes or in tests
     settle_timeout: float = key(300.0, v.nonneg_float, option=None, hint="seconds, e.g. 300")
+    lock_wait: float = key(30.0, v.nonneg_float, option=None, hint="seconds, e.g. 30")
     boot_id: Path = key(Path("/proc/sys/kernel/random/boot_id"), v.path, option=None)
     device_tree: Path = key(Path("/proc/device-tree"), v.path, option=None)
     grubenv_backend: str = key("python", v.choice(GRUBENV_BACKENDS), option=None)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from kubesolo_core.services import Agent
     from kubesolo_entrypoints.config import Settings
 
-__all__ = ["Run", "fail", "handled", "json_reported", "run_of", "say", "tell"]
+__all__ = ["Run", "fail", "handled", "json_reported", "locked", "run_of", "say", "tell"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +91,29 @@ def handled(fn: F) -> F:
             raise typer.Exit(int(ExitCode.FAILED)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def locked(command: str) -> Callable[[F], F]:
+    """Run the command under the run lock next to state.json (one kubesolo-update at a time).
+
+    For every command that may change the state, the boot env or a slot; the
+    wait is ``lock_wait`` seconds, then :class:`~kubesolo_core.errors.Busy`
+    (exit 1, nothing done). Put it under :func:`handled`.
+    """
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from kubesolo_adapters.runlock import LOCK_NAME, RunLock
+
+            settings = run_of(kwargs["ctx"]).settings()
+            path = settings.state.parent / LOCK_NAME
+            with RunLock.acquire(path, command=command, wait=settings.lock_wait):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class Run:

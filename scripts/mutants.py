@@ -211,6 +211,21 @@ MUTANTS: dict[str, list[tuple[str, str, str]]] = {
             "",
         )
     ],
+    # one kubesolo-update at a time: two applies would write one slot together
+    "run-lock-never-locks": [
+        (
+            "kubesolo_adapters/runlock.py",
+            "                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n",
+            "                    pass\n",
+        )
+    ],
+    "apply-runs-without-the-run-lock": [
+        (
+            "kubesolo_entrypoints/cli.py",
+            '@handled\n@locked("apply")\ndef apply(',
+            "@handled\ndef apply(",
+        )
+    ],
 }
 
 UNIT_TESTS = [
@@ -232,6 +247,8 @@ TESTS: dict[str, list[str]] = {
     ],
     "adaptive-fetches-chunk-files-whatever-they-cost": ["tests/unit/test_adaptive.py"],
     "kubectl-query-ahead-outlives-the-agent": ["tests/contract/test_kube_kubectl.py"],
+    "run-lock-never-locks": ["tests/contract/test_runlock.py"],
+    "apply-runs-without-the-run-lock": ["tests/contract/test_runlock.py"],
 }
 
 

@@ -73,7 +73,7 @@ from kubesolo_core.lifecycle import Phase, UpdateState
 from kubesolo_core.release import release_document
 from kubesolo_core.slots import Slot
 from tests.contract.faultserver import FaultServer
-from tests.tools import require_tool
+from tests.tools import code_under_test, require_tool
 
 #: slot files are this big; images are half of it
 SLOT_BYTES = 2 << 20
@@ -295,6 +295,7 @@ class HostileBox:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin",
             "HOME": str(self.root),
             "LANG": "C.UTF-8",
+            **code_under_test(),
             **self.env,
         }
         start = time.monotonic()

@@ -14,6 +14,18 @@ from pathlib import Path
 import pytest
 
 
+def code_under_test() -> dict[str, str]:
+    """The environment entry that makes a child ``python -m kubesolo_entrypoints`` run this code.
+
+    A child started with an environment of its own would otherwise import the
+    installed package, which is not the code under test when the suite runs on
+    another copy (scripts/mutants.py plants bugs in a scratch copy).
+    """
+    import kubesolo_entrypoints
+
+    return {"PYTHONPATH": str(Path(kubesolo_entrypoints.__file__).resolve().parents[1])}
+
+
 def in_ci() -> bool:
     return bool(os.environ.get("CI"))
 

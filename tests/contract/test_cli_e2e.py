@@ -31,7 +31,7 @@ from kubesolo_entrypoints.publisher.sandbox import publish_signed, signed_reposi
 from tests.contract.fakeapi import FakeCluster, FakePod, fake_api
 from tests.contract.loopdev import attached
 from tests.contract.test_probes_local import FakeContainerd
-from tests.tools import require_root, require_tool
+from tests.tools import code_under_test, require_root, require_tool
 
 NODE = "edge-e2e"
 
@@ -78,6 +78,7 @@ def box(tmp_path: Path) -> Iterator[dict[str, object]]:
             "KUBESOLO_UPDATE_BOOT_ID": str(sandbox.boot_id),
             "KUBESOLO_UPDATE_SETTLE_TIMEOUT": "0",
             "KUBESOLO_UPDATE_LOG_FORMAT": "json",
+            **code_under_test(),
         }
         flags = [
             "--state", str(tmp_path / "var" / "state.json"),

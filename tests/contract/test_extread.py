@@ -31,7 +31,7 @@ from kubesolo_adapters.extread import read_root_file
 from kubesolo_adapters.fsversion import read_version
 from kubesolo_core.slots import Slot
 from tests.contract.loopdev import attached
-from tests.tools import require_root, require_tool
+from tests.tools import code_under_test, require_root, require_tool
 
 LIMIT = 4096  # fsversion's: a version file longer than this is not one
 SIZE = 8 << 20
@@ -288,6 +288,7 @@ def test_status_shows_what_is_on_the_slot_now_without_a_process(tmp_path: Path) 
     env = {
         "PATH": f"{tools}:/usr/bin:/bin:/usr/sbin:/sbin",
         "KUBESOLO_UPDATE_BOOT_ID": str(box.boot_id),
+        **code_under_test(),
     }
     state = tmp_path / "state.json"
     assert versions(status_json(box, state, {}, env)) == {"A": "1.0.0", "B": "1.1.0"}

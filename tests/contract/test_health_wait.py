@@ -16,6 +16,7 @@ import pytest
 from kubesolo_core.lifecycle import Phase
 from kubesolo_core.slots import Slot
 from tests.hostile import HostileBox, check
+from tests.tools import code_under_test
 
 UNHEALTHY = 4
 
@@ -49,7 +50,7 @@ def test_off_a_terminal_each_round_is_one_structured_log_line(trial: HostileBox)
 def test_on_a_terminal_one_live_line_says_what_fails_and_how_long(trial: HostileBox) -> None:
     master, slave = pty.openpty()
     env = {"PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin", "HOME": str(trial.root),
-           **trial.env}  # fmt: skip
+           **code_under_test(), **trial.env}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "kubesolo_entrypoints", *trial.argv("healthcheck")],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=trial.root,
