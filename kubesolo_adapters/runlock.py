@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import math
 import os
 import stat
 import time
@@ -37,6 +38,8 @@ __all__ = ["LOCK_NAME", "RunLock"]
 #: the lock's file name, in the folder of state.json
 LOCK_NAME = "kubesolo-update.lock"
 POLL = 0.2
+#: the longest wait a caller can ask for (a day): the poll loop stays bounded
+MAX_WAIT = 86400.0
 
 
 class RunLock:
@@ -49,10 +52,11 @@ class RunLock:
     @classmethod
     def acquire(cls, path: Path, *, command: str, wait: float) -> RunLock:
         """Take the lock at ``path`` for ``command``, waiting at most ``wait`` seconds."""
+        wait = _bounded(wait)
         fd = _open(path)
         try:
-            deadline = time.monotonic() + max(wait, 0.0)
-            for _ in range(int(max(wait, 0.0) / POLL) + 2):  # bounded, whatever the clock does
+            deadline = time.monotonic() + wait
+            for _ in range(int(wait / POLL) + 2):  # bounded, whatever the clock does
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
@@ -93,6 +97,13 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _bounded(wait: float) -> float:
+    # A library caller's wait: NaN or below 0 is no wait, inf or more than a day is a day.
+    if math.isnan(wait) or wait <= 0:
+        return 0.0
+    return min(wait, MAX_WAIT)
 
 
 def _now() -> str:

@@ -40,6 +40,16 @@ def test_a_second_holder_waits_then_is_told_who_holds_it(tmp_path: Path) -> None
         assert f"{os.getpid()} check " in path.read_text()
 
 
+def test_any_wait_a_library_caller_gives_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / LOCK_NAME
+    with RunLock.acquire(path, command="apply", wait=float("inf")):  # free: taken at once
+        for wait in (float("nan"), -5.0, 0.0):
+            started = time.monotonic()
+            with pytest.raises(Busy):
+                RunLock.acquire(path, command="check", wait=wait)
+            assert time.monotonic() - started < 1.0
+
+
 def test_a_holder_that_dies_leaves_no_stale_lock(tmp_path: Path) -> None:
     path = tmp_path / "state" / LOCK_NAME
     holder = subprocess.Popen(
