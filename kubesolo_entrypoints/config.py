@@ -373,7 +373,14 @@ def load_settings(
     for key, value in (config or {}).items():
         if key not in PARSERS:
             raise _unknown(str(key), "configuration mapping")
-        # Typed values (a Path, an int) are checked by the same parser as text.
+        # Typed values (a Path, an int) are checked by the same parser as text;
+        # a list, a dict or bytes has no one text form: refused, not str()-ed.
+        if value is not None and not isinstance(value, str | int | float | os.PathLike):
+            raise ConfigError(
+                f"configuration mapping key {key!r}: a {type(value).__name__} is not a value "
+                "of update.conf",
+                way_out="give text, a number, a boolean or a path",
+            )
         text = "" if value is None else value if isinstance(value, str) else str(value)
         mapping[key] = parse_value(key, text, f"configuration mapping key {key!r}")
     merged: dict[str, Any] = {**file_values, **mapping, **env, **cli}

@@ -117,6 +117,26 @@ def test_agent_from_config_ignores_the_process_environment(
         agent_from_config({"server": "ftp://nope"})
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [("slot_b", ["/dev/sda3"], "list"), ("server", b"https://x.example/", "bytes"),
+     ("auto_rollback_after", {"n": 3}, "dict")],
+)  # fmt: skip
+def test_a_mapping_value_with_no_one_text_form_is_refused(
+    key: str, value: object, kind: str
+) -> None:
+    """An embedder's list or bytes is refused by name, not turned into "['/dev/sda3']"."""
+    with pytest.raises(ConfigError, match=f"key '{key}': a {kind} is not a value"):
+        agent_from_config({key: value})
+
+
+def test_typed_mapping_values_are_parsed_like_text(tmp_path: Path) -> None:
+    agent = agent_from_config(
+        {"slot_b": tmp_path / "b.img", "kube_system_settle": 2.5, "auto_rollback_after": 3}
+    )
+    assert agent.health.kube_system_settle == 2.5 and agent.health.auto_rollback_after == 3
+
+
 def test_ports_only_check_apply_and_healthcheck_use_are_built_on_first_use(
     tmp_path: Path,
 ) -> None:
