@@ -153,7 +153,7 @@ def apply(
 ) -> None:
     """Preflight, download, write and verify the new image into the passive slot -> staged."""
     from kubesolo_entrypoints import records, render, trust
-    from kubesolo_entrypoints.progress import ProgressBar
+    from kubesolo_entrypoints.progress import LogProgress, ProgressBar
 
     run = run_of(ctx)
     agent = run.agent()
@@ -165,8 +165,9 @@ def apply(
     view = trust.announce(run.settings())
     state = run.settings().state
     bar = ProgressBar() if sys.stderr.isatty() else None
+    progress = bar if bar is not None else LogProgress(agent.events)
     try:
-        result = agent.apply(force=force, allow_downgrade=allow_downgrade, progress=bar)
+        result = agent.apply(force=force, allow_downgrade=allow_downgrade, progress=progress)
     except Exception as exc:
         trust.refused(state, agent.clock.now(), exc, view, json_out=json_out)
         raise

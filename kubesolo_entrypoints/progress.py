@@ -1,4 +1,9 @@
-"""One-line progress displays on stderr, on a terminal: apply's download, healthcheck's wait."""
+"""Progress of long work: one live line on a terminal, a log event now and then otherwise.
+
+apply's download and write: :class:`ProgressBar` on a TTY, :class:`LogProgress`
+off one (a CronJob's log, the serial console), so a 20-minute download over a
+slow link is never silent. healthcheck's settle wait: :class:`SettleDisplay`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ProgressBar", "SettleDisplay"]
+__all__ = ["LogProgress", "ProgressBar", "SettleDisplay"]
 
 
 class ProgressBar:
@@ -23,9 +28,7 @@ class ProgressBar:
         if now - self.last < 0.1 and (total is None or done < total):
             return
         self.last = now
-        # Download and write report on the same callback; show the slower one.
-        fractions = [d / t for t, d in self.seen.items() if t]
-        fraction = min(fractions) if fractions else 0.0
+        fraction = _slowest(self.seen)
         width = 30
         bar = "#" * int(fraction * width)
         sys.stderr.write(f"\r  [{bar:<{width}}] {fraction:6.1%}  {done / 1048576:8.1f} MiB")
@@ -34,6 +37,55 @@ class ProgressBar:
     def close(self) -> None:
         if self.seen:
             sys.stderr.write("\n")
+
+
+def _slowest(seen: dict[int | None, int]) -> float:
+    # Download and write report on the same callback; the slower one is the truth.
+    fractions = [d / t for t, d in seen.items() if t]
+    return min(fractions) if fractions else 0.0
+
+
+class LogProgress:
+    """Off a terminal: an ``update.progress`` event at most every ``every`` seconds, and at the end.
+
+    Fields: ``percent`` (of the slower of download and write), ``done_bytes``
+    and ``total_bytes`` of the stream that reported last.
+    """
+
+    def __init__(
+        self,
+        events: Callable[..., None],
+        *,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.events = events
+        self.every = every
+        self.clock = clock
+        self.seen: dict[int | None, int] = {}
+        self.last: float | None = None
+        self.finished: set[int | None] = set()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        self.seen[total] = done
+        now = self.clock()
+        end = total is not None and done >= total
+        if end and total in self.finished:
+            return
+        if not end and self.last is not None and now - self.last < self.every:
+            return
+        if self.last is None and not end:
+            self.last = now  # the first report comes one interval in, not at byte 0
+            return
+        self.last = now
+        if end:
+            self.finished.add(total)
+        self.events(
+            "update.progress",
+            percent=round(100 * _slowest(self.seen), 1),
+            done_bytes=done,
+            total_bytes=total,
+        )
 
 
 class SettleDisplay:

@@ -124,6 +124,9 @@ def test_full_update_on_loop_devices(box: dict[str, object]) -> None:
     assert "update.phase" in [e["event"] for e in logged]
     # versions are logged as their text (a fleet's log search asks for "1.1.0")
     assert {e.get("to_version") for e in logged if e["event"] == "update.phase"} == {"1.1.0"}
+    # off a terminal, progress is a log event (here the end: the apply takes under 10 s)
+    done = [e for e in logged if e["event"] == "update.progress"]
+    assert done and done[-1]["done_bytes"] == done[-1]["total_bytes"] > 0, done
 
     r = cli(box, "activate")
     assert r.returncode == 0, r.stderr
