@@ -227,6 +227,9 @@ def add(  # noqa: PLR0917
         help="Let the channel go back to a lower version than it offers now (on purpose only: "
         "boxes still older than the current one would take it).",
     ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print the signed channel document (one JSON document)."
+    ),
 ) -> None:
     """Publish IMAGE as VERSION on CHANNEL: sizes, hashes, compression, targets, re-signed."""
     doc = _repo(ctx).add(
@@ -239,6 +242,11 @@ def add(  # noqa: PLR0917
         chunks=chunks,
         allow_downgrade=allow_downgrade,
     )
+    if json_out:
+        from kubesolo_core.channel import channel_document
+
+        typer.echo(json.dumps(channel_document(doc), indent=2, sort_keys=True))
+        return
     index = f", chunk index {doc.image.chunks.index}" if doc.image.chunks else ""
     typer.echo(
         f"{doc.channel}: {doc.version} ({doc.image.target}, {doc.image.raw_size} bytes{index})"

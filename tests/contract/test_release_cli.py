@@ -195,8 +195,11 @@ def test_a_channel_goes_back_only_on_purpose(tmp_path: Path, image: Path) -> Non
     # another channel has its own history
     r = release("--dir", ws, "add", str(image), "--version", "1.9.0", "--channel", "beta")
     assert r.exit_code == 0, r.output
-    r = release("--dir", ws, "add", str(image), "--version", "1.9.0", "--allow-downgrade")
+    r = release("--dir", ws, "add", str(image), "--version", "1.9.0", "--allow-downgrade", "--json")
     assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)  # the signed channel document
+    assert (doc["channel"], doc["version"]) == ("stable", "1.9.0")
+    assert doc["image"]["raw_size"] == image.stat().st_size
     status = json.loads(release("--dir", ws, "status", "--json").stdout)
     assert status["channels"]["stable"]["version"] == "1.9.0"
 
