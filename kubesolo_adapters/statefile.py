@@ -39,7 +39,7 @@ from kubesolo_core.errors import CorruptState, OperationFailed
 from kubesolo_core.lifecycle import UpdateState
 from kubesolo_core.ports import Clock
 
-__all__ = ["JsonStateStore"]
+__all__ = ["JsonStateStore", "foreign_state"]
 
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -147,3 +147,21 @@ class JsonStateStore:
             d.mkdir(mode=DIR_MODE, exist_ok=True)
             # mkdir's mode is narrowed by the umask; the contract is 0755
             d.chmod(DIR_MODE)
+
+
+def foreign_state(path: Path) -> bool:
+    """Whether ``path`` holds something that is not a state file of ours.
+
+    Then the agent refuses it (and leaves it in place) and must write nothing
+    next to it either: no run lock, no last-check.json in some other
+    program's folder. A missing file is not foreign (the agent creates it);
+    a damaged file of ours is not foreign (it is set aside, under the lock).
+    """
+    try:
+        with open_input(path) as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # a FIFO, a directory, a device, an unreadable file
+    return not looks_like_state(data[:MAX_BYTES])

@@ -105,8 +105,15 @@ def locked(command: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from kubesolo_adapters.runlock import LOCK_NAME, RunLock
+            from kubesolo_adapters.statefile import JsonStateStore, foreign_state
 
             settings = run_of(kwargs["ctx"]).settings()
+            if foreign_state(settings.state):
+                # Refused here, as loading it would (left in place), before the
+                # command does anything: no lock file, no record, no TUF cache
+                # in some other program's folder. ``check`` too, which reads no
+                # state but keeps its records and cache next to it.
+                JsonStateStore(settings.state).load()  # raises (a file that loads is ours)
             path = settings.state.parent / LOCK_NAME
             with RunLock.acquire(path, command=command, wait=settings.lock_wait):
                 return fn(*args, **kwargs)

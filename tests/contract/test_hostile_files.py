@@ -110,7 +110,18 @@ STATE_CASES: list[Case] = [
          prepare=_state_kept("[" * 100_000, at="var/state.json"), state_checked=False),
     case(STATE, "symlink-to-a-foreign-file", "status", CORRUPT, ("{state}", "left in place"),
          prepare=_state_link_to_foreign, state_checked=False),
+    *(case(STATE, f"kubelet-config-json-{command}", command, CORRUPT, ("{state}", "left in place"),
+           prepare=_state_kept({"kind": "KubeletConfiguration"}, at="kubelet/config.json"),
+           state_checked=False)
+      for command in ("check", "apply", "activate", "rollback", "healthcheck")),
 ]  # fmt: skip
+
+#: a foreign file at the state path: nothing may appear next to it (no lock, no record)
+_FOREIGN = {
+    "kubelet-config-json", "json-array", "binary-garbage", "nested-100k-deep",
+    *(f"kubelet-config-json-{c}"
+      for c in ("check", "apply", "activate", "rollback", "healthcheck")),
+}  # fmt: skip
 
 _SET_ASIDE = {
     "torn-write-of-ours",
@@ -130,6 +141,9 @@ def test_state_json(hostile: HostileBox, spec: Case) -> None:
     run_case(hostile, spec)
     if spec.name in _SET_ASIDE:
         _set_aside(hostile)
+    if spec.name in _FOREIGN:
+        left = sorted(p.name for p in hostile.state.parent.iterdir())
+        assert left == [hostile.state.name], f"written next to a foreign file: {left}"
 
 
 # --------------------------------------------------------------------------- grubenv
