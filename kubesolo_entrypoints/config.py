@@ -410,10 +410,8 @@ def conf_values(settings: Settings) -> dict[str, Any]:
 
 def conf_text(settings: Settings) -> str:
     """``settings`` as update.conf text (what ``config show`` prints)."""
-    lines = []
-    for key in PARSERS:
-        if key in NOT_IN_FILE:
-            continue
-        value = getattr(settings, key)
-        lines.append(conf_line(key, "" if value is None else str(value), "config show"))
+    lines = [
+        conf_line(key, "" if value is None else str(value), "config show")
+        for key, value in conf_values(settings).items()
+    ]
     return "\n".join(lines) + "\n"

@@ -41,6 +41,8 @@ from kubesolo_core.policies import PodInfo
 from kubesolo_core.slots import Slot
 
 SLOT_BYTES = 6 << 20
+#: the release the demo commits, and the one whose node never gets Ready
+GOOD, SICK = "1.1.0", "1.2.0"
 
 
 def _say(text: str = "") -> None:
@@ -81,13 +83,13 @@ class DemoResult:
             "sandbox": str(self.sandbox),
             "kept": self.kept,
             "first_update": {
-                "version": "1.1.0",
+                "version": GOOD,
                 "expected": "success on slot B",
                 "phase": self.first_phase,
                 "booted": self.first_booted,
             },
             "second_update": {
-                "version": "1.2.0",
+                "version": SICK,
                 "expected": "rolled_back, slot B booted",
                 "phase": self.second_phase,
                 "booted": self.second_booted,
@@ -151,12 +153,11 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None, aside: bool = F
                 say(f"    . {name} {detail}")
 
             agent = bootstrap(settings, events=event, kube=kube, probes=probes)
-            sick = {"1.2.0"}
 
             def reboot() -> Slot:
                 slot, how = box.boot()
                 version = agent.slots.read_version(slot)
-                healthy = version not in sick
+                healthy = version != SICK
                 kube.ready = healthy
                 kube.pods = [
                     PodInfo(
@@ -195,8 +196,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None, aside: bool = F
             reboot()
             status("a fresh box on 1.0.0")
 
-            say("\n== first update: 1.1.0, a good release ==")
-            publish_signed(repo, "1.1.0", make_fs_image(root, "1.1.0"))
+            say(f"\n== first update: {GOOD}, a good release ==")
+            publish_signed(repo, GOOD, make_fs_image(root, GOOD))
             say("$ kubesolo-update check")
             say(agent.check().reason)
             say("$ kubesolo-update apply")
@@ -210,8 +211,8 @@ def run_demo(*, keep: bool = False, workdir: Path | None = None, aside: bool = F
             status("after the trial boot and the health check")
             first = agent.status()
 
-            say("\n== second update: 1.2.0, its node never gets Ready ==")
-            publish_signed(repo, "1.2.0", make_fs_image(root, "1.2.0"))
+            say(f"\n== second update: {SICK}, its node never gets Ready ==")
+            publish_signed(repo, SICK, make_fs_image(root, SICK))
             say("$ kubesolo-update apply")
             say(agent.apply().message)
             say("$ kubesolo-update activate")

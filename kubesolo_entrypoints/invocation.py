@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from kubesolo_core.services import Agent
     from kubesolo_entrypoints.config import Settings
 
-__all__ = ["Run", "fail", "handled", "json_reported", "locked", "run_of", "say", "tell"]
+__all__ = ["Run", "handled", "json_reported", "locked", "run_of", "say", "tell"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,13 +32,6 @@ def say(text: str) -> None:
 def tell(text: str) -> None:
     """The command's data (stdout)."""
     typer.echo(text)
-
-
-def fail(error: BaseException) -> typer.Exit:
-    """Say ``error`` in one line; the Exit to raise with its exit code."""
-    code = exit_code_for(error)
-    say(f"kubesolo-update: error: {error}")
-    return typer.Exit(int(code))
 
 
 def json_reported(error: BaseException) -> BaseException:
@@ -67,28 +60,25 @@ def handled(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        json_out = bool(kwargs.get("json_out"))
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # the command's own exit code, or a usage error typer reports itself
         except KubesoloError as exc:
-            _json_error(json_out, exc, str(exc), exit_code_for(exc))
-            raise fail(exc) from None
+            error: Exception = exc
+            message, code = str(exc), exit_code_for(exc)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            message = f"{exc.strerror or exc}{where}"
-            _json_error(json_out, exc, message, ExitCode.FAILED)
-            say(f"kubesolo-update: error: {message}")
-            raise typer.Exit(int(ExitCode.FAILED)) from None
+            error, message, code = exc, f"{exc.strerror or exc}{where}", ExitCode.FAILED
         except Exception as exc:
+            error, code = exc, ExitCode.FAILED
             message = (
                 f"internal error: {type(exc).__name__}: "
                 f"{str(exc)[:300]} (a bug in kubesolo-update: please report it)"
             )
-            _json_error(json_out, exc, message, ExitCode.FAILED)
-            say(f"kubesolo-update: error: {message}")
-            raise typer.Exit(int(ExitCode.FAILED)) from None
+        _json_error(bool(kwargs.get("json_out")), error, message, code)
+        say(f"kubesolo-update: error: {message}")
+        raise typer.Exit(int(code))
 
     return wrapper  # type: ignore[return-value]
 

@@ -83,10 +83,6 @@ def note_check(
     were trusted as served.
     """
     if error is not None:
-        from kubesolo_adapters.statefile import foreign_state
-
-        if foreign_state(state):
-            return  # refused for that file: write nothing into some other program's folder
         doc: dict[str, Any] = {"ok": False, "error": str(error)}
     else:
         doc = {

@@ -58,12 +58,7 @@ def handled(fn: F) -> F:
             return fn(*args, **kwargs)
         except PublishError as exc:
             _say(f"kubesolo-release: error: {exc}")
-            usage = (
-                isinstance(exc, PublishUsage)
-                or "workspace" in exc.message
-                or exc.message.startswith("--")
-            )
-            raise typer.Exit(2 if usage else 1) from None
+            raise typer.Exit(2 if isinstance(exc, PublishUsage) else 1) from None
         except KubesoloError as exc:
             _say(f"kubesolo-release: error: {exc}")
             raise typer.Exit(1) from None
@@ -82,34 +77,36 @@ def _repo(ctx: typer.Context) -> Any:
 
 
 def _pairs(option: str, values: list[str], kind: Callable[[str], Any]) -> dict[str, Any]:
-    from kubesolo_entrypoints.publisher.repo import ROLES, PublishError
+    from kubesolo_entrypoints.publisher.repo import ROLES
+    from kubesolo_entrypoints.publisher.workspace import PublishUsage
 
     out: dict[str, Any] = {}
     for text in values:
         role, sep, raw = text.partition("=")
         if not sep or role not in ROLES:
-            raise PublishError(
+            raise PublishUsage(
                 f"{option} {text!r}: expected ROLE=VALUE with ROLE one of {', '.join(ROLES)}",
                 way_out=f"e.g. {option} root=2",
             )
         try:
             value = kind(raw)
         except ValueError:
-            raise PublishError(f"{option} {text!r}: {raw!r} is not a valid value") from None
+            raise PublishUsage(f"{option} {text!r}: {raw!r} is not a valid value") from None
         if isinstance(value, int | float) and value <= 0:
-            raise PublishError(f"{option} {text!r}: must be > 0")
+            raise PublishUsage(f"{option} {text!r}: must be > 0")
         out[role] = value
     return out
 
 
 def _signer_specs(signers: list[str], public_keys: list[str]) -> dict[str, list[Any]]:
-    from kubesolo_entrypoints.publisher.repo import PublishError, SignerSpec, public_key_from_pem
+    from kubesolo_entrypoints.publisher.repo import SignerSpec, public_key_from_pem
+    from kubesolo_entrypoints.publisher.workspace import PublishUsage
 
     uris: dict[str, list[str]] = {}
     for text in signers:
         role, sep, uri = text.partition("=")
         if not sep or ":" not in uri:
-            raise PublishError(
+            raise PublishUsage(
                 f"--signer {text!r}: expected ROLE=URI", way_out="e.g. --signer targets=hsm:"
             )
         uris.setdefault(role, []).append(uri)
@@ -117,13 +114,13 @@ def _signer_specs(signers: list[str], public_keys: list[str]) -> dict[str, list[
     for text in public_keys:
         role, sep, path = text.partition("=")
         if not sep:
-            raise PublishError(f"--public-key {text!r}: expected ROLE=PEM-FILE")
+            raise PublishUsage(f"--public-key {text!r}: expected ROLE=PEM-FILE")
         pems.setdefault(role, []).append(path)
     out: dict[str, list[Any]] = {}
     for role, role_uris in uris.items():
         role_pems = pems.get(role, [])
         if len(role_pems) != len(role_uris):
-            raise PublishError(
+            raise PublishUsage(
                 f"--signer {role}=...: {len(role_uris)} signer(s) but {len(role_pems)} "
                 "--public-key for that role",
                 way_out=f"give one --public-key {role}=PEM per --signer {role}=URI, in order",

@@ -63,21 +63,14 @@ def prepare(
     return served, raw_size, raw_digest.hexdigest(), chunks
 
 
-def raw_sha256(served: Path) -> str:
-    """SHA-256 of the raw image inside a served image file (.img, .img.gz or .img.zst)."""
-    digest = hashlib.sha256()
-    with served.open("rb") as fh:
-        if served.name.endswith(".gz"):
-            source: Any = gzip.GzipFile(fileobj=fh, mode="rb")
-        elif served.name.endswith(".zst"):
-            import zstandard
+def raw_sha256(served: Path, compression: str) -> str:
+    """SHA-256 of the raw image inside a served image file (the agent's own decompression)."""
+    from kubesolo_adapters.streams import raw_chunks
 
-            source = zstandard.ZstdDecompressor().stream_reader(fh)
-        else:
-            source = fh
-        with source:
-            for block in _blocks(source):
-                digest.update(block)
+    digest = hashlib.sha256()
+    with _reader(served) as fh:
+        for block in raw_chunks(_blocks(fh), compression):
+            digest.update(block)
     return digest.hexdigest()
 
 

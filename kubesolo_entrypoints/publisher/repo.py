@@ -69,7 +69,7 @@ class Repository(Workspace):
     ) -> None:
         """Create keys and a repository with root, targets, snapshot and timestamp (v1)."""
         if self.config_path.exists():
-            raise PublishError(
+            raise PublishUsage(
                 f"{self.root_dir} is already a workspace ({CONFIG} exists)",
                 way_out="use another --dir, or `rotate` to change keys",
             )
@@ -124,8 +124,7 @@ class Repository(Workspace):
         """Copy (or move) ``source`` in as target ``path``, named by its hash."""
         safe_target_path(path)
         info = TargetFile.from_file(path, str(source), ["sha256"])
-        dirname, _, basename = path.rpartition("/")
-        dest = self.targets_dir / dirname / f"{info.hashes['sha256']}.{basename}"
+        dest = self._stored(path, info)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
             tmp = dest.with_name(dest.name + ".tmp")
@@ -260,15 +259,14 @@ class Repository(Workspace):
 
     def _refuse_another_image(self, targets: Targets, version: str, raw_sha: str) -> None:
         """A version names one raw image: refuse ``raw_sha`` if another is published as it."""
-        for suffix in IMAGE_SUFFIX.values():
+        for compression, suffix in IMAGE_SUFFIX.items():
             path = f"images/kubesolo-os-{version}{suffix}"
             info = targets.targets.get(path)
             if info is None:
                 continue
-            stored = self._stored(path, info)
             try:
-                published = raw_sha256(stored)
-            except (OSError, ValueError) as exc:
+                published = raw_sha256(self._stored(path, info), compression)
+            except (OSError, KubesoloError) as exc:
                 raise PublishError(
                     f"{version} is published as {path}, which cannot be read ({exc})",
                     way_out="run `kubesolo-release verify`",
@@ -419,9 +417,8 @@ class Repository(Workspace):
             if not path.startswith("channels/"):
                 continue
             name = path[len("channels/") : -len(".json")]
-            stored = self.targets_dir / "channels" / f"{info.hashes['sha256']}.{name}.json"
             try:
-                doc = parse_channel(stored.read_bytes(), channel=name)
+                doc = parse_channel(self._stored(path, info).read_bytes(), channel=name)
             except (OSError, KubesoloError) as exc:
                 channels[name] = {"error": str(exc)}
                 continue

@@ -124,7 +124,7 @@ class Workspace:
         try:
             doc = json.loads(self.config_path.read_text())
         except FileNotFoundError:
-            raise PublishError(
+            raise PublishUsage(
                 f"{self.root_dir} is not a kubesolo-release workspace (no {CONFIG})",
                 way_out="run `kubesolo-release --dir DIR init` first, or point --dir at one",
             ) from None
